@@ -1,0 +1,51 @@
+# The two commands a new user runs: `make demo` and `make test`.
+# Everything else here is what they need: a virtualenv with the project installed.
+
+SHELL := /bin/bash
+VENV := .venv
+BIN := $(VENV)/bin
+# Python 3.12+ (.python-version); pyenv's shim or a system python3.12 both do.
+PYTHON ?= $(shell command -v python3.12 || command -v python3)
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint format venv migrate clean bench
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 12) else "Python 3.12+ is needed (found %s)" % sys.version.split()[0])'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+# pytest's exit code 5 (no tests collected) is a failure here like any other.
+test: lint
+	mkdir -p var
+	$(BIN)/python manage.py makemigrations --check --dry-run > /dev/null
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+migrate: $(STAMP)
+	mkdir -p var
+	$(BIN)/python manage.py migrate --noinput
+
+demo: migrate
+	DEBUG=true $(BIN)/python manage.py load_demo
+	@echo
+	@echo "Dashboard: http://127.0.0.1:8000/  (log in as demo / demo-password)"
+	@echo
+	DEBUG=true $(BIN)/python manage.py runserver 127.0.0.1:8000
+
+bench: migrate
+	$(BIN)/python manage.py audit_bench --events 1000000
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .ruff_cache

@@ -1,0 +1,67 @@
+"""The legacy JSON Lines format, read and written.
+
+A line holds the legacy keys (timestamp, event_type, actor, lead_id, workflow,
+details) and, as additions that legacy readers ignore, event_id,
+correlation_id and the error fields.
+"""
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from audit.signing import canonical_json, format_timestamp
+
+LINE_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "required": ["timestamp", "event_type"],
+    "properties": {
+        "timestamp": {"type": "string", "minLength": 10, "maxLength": 40},
+        "event_type": {"type": "string", "pattern": "^[a-z][a-z0-9_]{1,63}$"},
+        "actor": {"type": ["string", "null"], "maxLength": 150},
+        "lead_id": {"type": ["string", "null"], "maxLength": 32},
+        "workflow": {"type": ["string", "null"], "maxLength": 100},
+        "details": {"type": ["object", "null"]},
+        "event_id": {"type": "string", "pattern": "^[0-9a-fA-F-]{32,36}$"},
+        "correlation_id": {"type": ["string", "null"], "maxLength": 64},
+        "error_type": {"type": ["string", "null"], "maxLength": 200},
+        "error_message": {"type": ["string", "null"]},
+        "traceback": {"type": ["string", "null"]},
+    },
+}
+
+# Lines without an event_id (written by the legacy script) get one derived from
+# their content, so importing the same file twice adds nothing the second time.
+LEGACY_NAMESPACE = uuid.UUID("6f1c2a52-8d0e-4a57-9a51-3c7f2f6a9e10")
+
+
+def event_to_legacy(event: Any) -> dict[str, Any]:
+    line: dict[str, Any] = {
+        "timestamp": format_timestamp(event.timestamp),
+        "event_type": event.event_type,
+        "actor": event.actor,
+        "lead_id": event.lead_public_id or None,
+        "workflow": event.workflow or None,
+        "details": event.details,
+        "event_id": str(event.uuid),
+        "correlation_id": event.correlation_id or None,
+    }
+    if event.error_type or event.error_message or event.traceback:
+        line["error_type"] = event.error_type
+        line["error_message"] = event.error_message
+        line["traceback"] = event.traceback
+    return line
+
+
+def parse_timestamp(raw: str) -> datetime:
+    """ISO 8601 with a zone ("Z" or an offset); naive times are refused, not guessed."""
+    ts = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    if ts.tzinfo is None:
+        raise ValueError(f"timestamp {raw!r} has no time zone")
+    return ts.astimezone(UTC)
+
+
+def legacy_event_uuid(line: dict[str, Any]) -> uuid.UUID:
+    if line.get("event_id"):
+        return uuid.UUID(line["event_id"])
+    return uuid.uuid5(LEGACY_NAMESPACE, canonical_json(line))

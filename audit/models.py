@@ -1,0 +1,178 @@
+import uuid
+
+from django.db import models
+from django.utils import timezone
+
+
+class AppendOnlyError(Exception):
+    """Audit rows are never changed or deleted through the ORM (prune has its own path)."""
+
+
+class AppendOnlyQuerySet(models.QuerySet):
+    def update(self, **kwargs):  # type: ignore[no-untyped-def]
+        raise AppendOnlyError(f"{self.model.__name__} rows are append-only: update refused")
+
+    def delete(self):  # type: ignore[no-untyped-def]
+        raise AppendOnlyError(f"{self.model.__name__} rows are append-only: delete refused")
+
+    def bulk_update(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        raise AppendOnlyError(f"{self.model.__name__} rows are append-only: update refused")
+
+    def update_or_create(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        raise AppendOnlyError(f"{self.model.__name__} rows are append-only: update refused")
+
+
+class AppendOnlyModel(models.Model):
+    objects = AppendOnlyQuerySet.as_manager()
+
+    class Meta:
+        abstract = True
+
+    def save(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if not self._state.adding:
+            raise AppendOnlyError(f"{type(self).__name__} rows are append-only: update refused")
+        kwargs["force_insert"] = True
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        raise AppendOnlyError(f"{type(self).__name__} rows are append-only: delete refused")
+
+
+class AuditEvent(AppendOnlyModel):
+    id = models.BigAutoField(primary_key=True)
+    # Random, so a copied row cannot pass as a second genuine event, and stable
+    # across export and import, so a second import of the same file adds nothing.
+    uuid = models.UUIDField(unique=True, default=uuid.uuid4, editable=False)
+    timestamp = models.DateTimeField(default=timezone.now)
+    event_type = models.CharField(max_length=64)
+    actor = models.CharField(max_length=150, default="system")
+    # No database constraint and no cascade: deleting a lead must not touch its
+    # history, which stays reachable through lead_public_id.
+    lead = models.ForeignKey(
+        "leads.Lead",
+        null=True,
+        blank=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        db_index=False,
+        related_name="audit_events",
+    )
+    lead_public_id = models.CharField(max_length=32, blank=True, default="")
+    workflow = models.CharField(max_length=100, blank=True, default="")
+    correlation_id = models.CharField(max_length=64, blank=True, default="")
+    details = models.JSONField(default=dict, blank=True)
+    error_type = models.CharField(max_length=200, blank=True, default="")
+    error_message = models.TextField(blank=True, default="")
+    traceback = models.TextField(blank=True, default="")
+    # HMAC-SHA256 of the event's content under AUDIT_SIGNING_KEY (see audit.signing).
+    mac = models.CharField(max_length=64)
+
+    class Meta:
+        ordering = ["-timestamp", "-id"]
+        # Newest first everywhere; id breaks ties between equal timestamps so
+        # keyset pagination is stable.
+        indexes = [
+            models.Index(fields=["-timestamp", "-id"], name="audit_ts"),
+            models.Index(fields=["lead_public_id", "-timestamp", "-id"], name="audit_lead_ts"),
+            models.Index(fields=["event_type", "-timestamp", "-id"], name="audit_type_ts"),
+            models.Index(fields=["workflow", "-timestamp", "-id"], name="audit_workflow_ts"),
+            models.Index(fields=["actor", "-timestamp", "-id"], name="audit_actor_ts"),
+            models.Index(fields=["correlation_id", "-timestamp"], name="audit_correlation_ts"),
+        ]
+
+    def __str__(self) -> str:
+        lead = f" {self.lead_public_id}" if self.lead_public_id else ""
+        return f"#{self.pk} {self.event_type}{lead} at {self.timestamp:%Y-%m-%d %H:%M:%S}"
+
+
+class AuditSeal(AppendOnlyModel):
+    """A block of committed events, chained to the previous block.
+
+    `ranges` lists the ids it covers; `open_gaps` lists ids below its high-water
+    mark that were not committed yet when it was made (PostgreSQL hands out ids
+    before commit), so that a late commit lands in the next seal instead of
+    looking like an insertion out of band.
+    """
+
+    number = models.PositiveBigIntegerField(unique=True)
+    created_at = models.DateTimeField()
+    high_water = models.BigIntegerField()
+    ranges = models.JSONField()
+    open_gaps = models.JSONField(default=list)
+    event_count = models.PositiveIntegerField()
+    events_digest = models.CharField(max_length=64)
+    prev_digest = models.CharField(max_length=64)
+    digest = models.CharField(max_length=64)
+
+    class Meta:
+        ordering = ["number"]
+
+    def __str__(self) -> str:
+        return f"seal {self.number}: {self.event_count} events up to #{self.high_water}"
+
+
+class AuditPrune(AppendOnlyModel):
+    """What one retention run deleted from one seal, so that seal stays verifiable.
+
+    When a run deletes every remaining event of a seal it says so (`emptied`);
+    otherwise it keeps the id and MAC of each deleted event, which is all that
+    verification needs to recompute the seal's digest.
+    """
+
+    run = models.UUIDField()
+    created_at = models.DateTimeField()
+    before = models.DateTimeField()
+    actor = models.CharField(max_length=150)
+    seal_number = models.PositiveBigIntegerField()
+    emptied = models.BooleanField(default=False)
+    pruned = models.JSONField(default=list)
+    deleted_count = models.PositiveIntegerField()
+    archive_path = models.CharField(max_length=500, blank=True)
+    archive_sha256 = models.CharField(max_length=64, blank=True)
+    digest = models.CharField(max_length=64)
+
+    class Meta:
+        indexes = [models.Index(fields=["seal_number"], name="audit_prune_seal")]
+
+    def __str__(self) -> str:
+        return f"prune of seal {self.seal_number}: {self.deleted_count} events"
+
+
+class AuditRollup(models.Model):
+    """Hourly counts of sealed events, kept by the sealer, for statistics and trends."""
+
+    hour = models.DateTimeField()
+    # The hour's UTC date, so per-day figures are a GROUP BY without date functions.
+    day = models.DateField()
+    event_type = models.CharField(max_length=64)
+    workflow = models.CharField(max_length=100, blank=True, default="")
+    count = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["hour", "event_type", "workflow"], name="audit_rollup_key"
+            )
+        ]
+        indexes = [models.Index(fields=["workflow", "hour"], name="audit_rollup_wf_hour")]
+
+    def __str__(self) -> str:
+        return f"{self.hour:%Y-%m-%d %H}:00 {self.event_type}/{self.workflow}: {self.count}"
+
+
+class AuditLeadDay(models.Model):
+    """Which leads had events on which day: distinct-lead counts without scanning events."""
+
+    day = models.DateField()
+    workflow = models.CharField(max_length=100, blank=True, default="")
+    lead_public_id = models.CharField(max_length=32)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["day", "workflow", "lead_public_id"], name="audit_lead_day_key"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.workflow} {self.lead_public_id}"

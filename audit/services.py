@@ -1,0 +1,217 @@
+"""Writes to the audit trail.
+
+`record_event` joins the caller's transaction: the event commits with the
+change it records and disappears with a rollback. The JSON Lines mirror is
+written only after commit.
+"""
+
+import contextlib
+import re
+import traceback as tb
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from contextvars import ContextVar
+from datetime import datetime
+from functools import partial
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from audit.mirror import mirror_events
+from audit.models import AuditEvent
+from audit.signing import canonical_json, event_mac, normalize_json
+from audit.types import ERROR, validate_event_type
+
+ACTOR_RE = re.compile(r"^(system|user:[^\s].{0,139}|api:[^\s].{0,139})$")
+
+_actor: ContextVar[str] = ContextVar("audit_actor", default="system")
+_correlation_id: ContextVar[str | None] = ContextVar("audit_correlation_id", default=None)
+
+
+class AuditValidationError(ValueError):
+    """An event that cannot be recorded as given; the message says which field and why."""
+
+
+def new_correlation_id() -> str:
+    return uuid.uuid4().hex
+
+
+@contextlib.contextmanager
+def audit_context(*, actor: str | None = None, correlation_id: str | None = None) -> Iterator[str]:
+    """Default actor and correlation id for every event recorded inside the block.
+
+    A request, a workflow run or a command opens one, so its events can be
+    found together. Yields the correlation id in force.
+    """
+    cid = correlation_id or _correlation_id.get() or new_correlation_id()
+    tokens = [_correlation_id.set(cid)]
+    if actor is not None:
+        tokens.append(_actor.set(_validate_actor(actor)))
+    try:
+        yield cid
+    finally:
+        for var, token in zip((_correlation_id, _actor), tokens, strict=False):
+            var.reset(token)
+
+
+def _validate_actor(actor: str) -> str:
+    if not isinstance(actor, str) or not ACTOR_RE.match(actor):
+        raise AuditValidationError(
+            f"actor {actor!r} must be 'system', 'user:<username>' or 'api:<key name>' "
+            "(at most 150 characters)"
+        )
+    return actor
+
+
+def _check_length(field: str, value: str, limit: int) -> str:
+    if not isinstance(value, str):
+        raise AuditValidationError(f"{field} must be a string, not {type(value).__name__}")
+    if len(value) > limit:
+        raise AuditValidationError(f"{field} is {len(value)} characters; the limit is {limit}")
+    return value
+
+
+def _clean_details(details: Mapping[str, Any] | None) -> dict[str, Any]:
+    if details is None:
+        return {}
+    if not isinstance(details, Mapping):
+        raise AuditValidationError(
+            f"details must be a JSON object (a dict), not {type(details).__name__}"
+        )
+    try:
+        text = canonical_json(dict(details))
+    except (TypeError, ValueError) as exc:
+        raise AuditValidationError(f"details are not JSON-serializable: {exc}") from None
+    if "\\u0000" in text:
+        raise AuditValidationError("details contain a NUL character, which JSON columns refuse")
+    return normalize_json(dict(details))
+
+
+def _no_nul(text: str) -> str:
+    # Tracebacks and messages are captured, not chosen: keep them, minus the
+    # one character PostgreSQL text columns refuse.
+    return text.replace("\x00", "\\x00")
+
+
+def build_event(
+    *,
+    event_type: str,
+    actor: str | None = None,
+    lead: Any = None,
+    lead_id: str | None = None,
+    workflow: str | None = "",
+    correlation_id: str | None = None,
+    details: Mapping[str, Any] | None = None,
+    exc: BaseException | None = None,
+    error_type: str = "",
+    error_message: str = "",
+    traceback: str = "",
+    timestamp: datetime | None = None,
+    event_uuid: uuid.UUID | None = None,
+) -> AuditEvent:
+    """Validate and sign an event without saving it (record_event and bulk import share this)."""
+    validate_event_type(event_type)
+    actor = _validate_actor(actor if actor is not None else _actor.get())
+    if lead is not None:
+        lead_id = lead.public_id
+    lead_public_id = _check_length("lead_id", lead_id or "", 32)
+    workflow = _check_length("workflow", workflow or "", 100)
+    correlation_id = _check_length(
+        "correlation_id", correlation_id or _correlation_id.get() or new_correlation_id(), 64
+    )
+    clean = _clean_details(details)
+    if exc is not None:
+        error_type = error_type or type(exc).__qualname__
+        error_message = error_message or str(exc)
+        traceback = traceback or "".join(tb.format_exception(exc))
+    if event_type == ERROR and not (error_type or error_message):
+        raise AuditValidationError("an error event needs exc= or error_type/error_message")
+    error_type = _check_length("error_type", _no_nul(error_type or ""), 200)
+    error_message = _no_nul(error_message or "")
+    traceback = _no_nul(traceback or "")
+    if timestamp is None:
+        timestamp = timezone.now()
+    elif timezone.is_naive(timestamp):
+        raise AuditValidationError("timestamp must be timezone-aware")
+    event_uuid = event_uuid or uuid.uuid4()
+    event = AuditEvent(
+        uuid=event_uuid,
+        timestamp=timestamp,
+        event_type=event_type,
+        actor=actor,
+        lead=lead,
+        lead_public_id=lead_public_id,
+        workflow=workflow,
+        correlation_id=correlation_id,
+        details=clean,
+        error_type=error_type,
+        error_message=error_message,
+        traceback=traceback,
+    )
+    event.mac = event_mac(
+        uuid=str(event_uuid),
+        timestamp=timestamp,
+        event_type=event_type,
+        actor=actor,
+        lead_public_id=lead_public_id,
+        workflow=workflow,
+        correlation_id=correlation_id,
+        details=clean,
+        error_type=error_type,
+        error_message=error_message,
+        traceback=traceback,
+    )
+    return event
+
+
+def record_event(**kwargs: Any) -> AuditEvent:
+    """Record one audit event inside the caller's transaction.
+
+    Keyword arguments as for build_event: event_type (a registered type),
+    actor ('system', 'user:<name>', 'api:<key>'; default from audit_context),
+    lead (a Lead) or lead_id (its public id), workflow, correlation_id
+    (default from audit_context), details (a JSON object), and for errors exc=
+    (its type, message and traceback are captured) or the three fields.
+    Raises AuditValidationError or UnknownEventType on bad input.
+    """
+    event = build_event(**kwargs)
+    if event.lead is None and event.lead_public_id:
+        event.lead_id = _lead_pk(event.lead_public_id)
+    event.save()
+    transaction.on_commit(partial(mirror_events, [event]), robust=True)
+    return event
+
+
+def _lead_pk(public_id: str) -> int | None:
+    from leads.models import Lead
+
+    return Lead.objects.filter(public_id=public_id).values_list("pk", flat=True).first()
+
+
+def insert_events(
+    events: Iterable[AuditEvent], *, batch_size: int = 2000, mirror: bool = True
+) -> int:
+    """Bulk insert events built with build_event (import, benchmark fill).
+
+    Each batch commits on its own, so a long import keeps what it has done if
+    it is interrupted, and a rerun skips it by uuid.
+    """
+    total = 0
+    batch: list[AuditEvent] = []
+    for event in events:
+        batch.append(event)
+        if len(batch) >= batch_size:
+            total += _insert_batch(batch, mirror=mirror)
+            batch = []
+    if batch:
+        total += _insert_batch(batch, mirror=mirror)
+    return total
+
+
+def _insert_batch(batch: list[AuditEvent], *, mirror: bool) -> int:
+    with transaction.atomic():
+        AuditEvent.objects.bulk_create(batch)
+        if mirror:
+            transaction.on_commit(partial(mirror_events, list(batch)), robust=True)
+    return len(batch)
