@@ -101,6 +101,12 @@ def seal_pending(*, now: datetime | None = None, batch: int | None = None) -> Au
     now = now or timezone.now()
     batch = batch or settings.AUDIT_SEAL_BATCH
     grace = timedelta(seconds=settings.AUDIT_SEAL_GRACE_SECONDS)
+    head = AuditSeal.objects.order_by("-number").only("high_water", "open_gaps").first()
+    # Look before taking the write lock: a sealer with nothing to do must not
+    # queue behind (or hold up) the writers.
+    if not head or not head.open_gaps:
+        if not AuditEvent.objects.filter(id__gt=head.high_water if head else 0).exists():
+            return None
     try:
         with transaction.atomic():
             last = AuditSeal.objects.order_by("-number").first()
@@ -127,7 +133,9 @@ def seal_pending(*, now: datetime | None = None, batch: int | None = None) -> Au
                 if datetime.fromisoformat(seen.replace("Z", "+00:00")) < now - grace:
                     continue  # a rolled-back id; it will never commit
                 start = lo
-                for i in late_ids[bisect.bisect_left(late_ids, lo) : bisect.bisect_right(late_ids, hi)]:
+                for i in late_ids[
+                    bisect.bisect_left(late_ids, lo) : bisect.bisect_right(late_ids, hi)
+                ]:
                     if i > start:
                         gaps.append([start, i - 1, seen])
                     start = i + 1
@@ -186,7 +194,13 @@ def _add_rollups(rows: Sequence[tuple], sign: int = 1) -> None:
             f"ON CONFLICT (hour, event_type, workflow) "
             f"DO UPDATE SET count = {rollup}.count + excluded.count",
             [
-                (ops.adapt_datetimefield_value(h), ops.adapt_datefield_value(h.date()), etype, wf, sign * n)
+                (
+                    ops.adapt_datetimefield_value(h),
+                    ops.adapt_datefield_value(h.date()),
+                    etype,
+                    wf,
+                    sign * n,
+                )
                 for (h, etype, wf), n in counts.items()
             ],
         )
@@ -267,9 +281,7 @@ def verify(*, chunk: int = 5000, progress: Callable[[int], None] | None = None) 
             continue
         if prune.emptied:
             emptied.add(prune.seal_number)
-        pruned.setdefault(prune.seal_number, {}).update(
-            {int(i): mac for i, mac in prune.pruned}
-        )
+        pruned.setdefault(prune.seal_number, {}).update({int(i): mac for i, mac in prune.pruned})
 
     sealed_ranges: list[Sequence[int]] = []
     emptied_ranges: list[Sequence[int]] = []

@@ -163,7 +163,10 @@ class AuditLogger:
         start_time: datetime | None = None,
         end_time: datetime | None = None,
     ) -> list[dict[str, Any]]:
-        """Matching events, newest first, at most `limit` (start_time/end_time are the old names)."""
+        """Matching events, newest first, at most `limit`.
+
+        start_time and end_time are the legacy names of since and until.
+        """
         if limit < 0:
             raise ValueError("limit must be zero or more")
         qs = selectors.event_list(

@@ -12,7 +12,10 @@ class Lead(models.Model):
 
     # Null until the row has a primary key to derive it from (see lead_create);
     # imported leads may bring their own legacy id such as "LEAD-001".
-    public_id = models.CharField(max_length=32, unique=True, null=True, editable=False)
+    # NULL rather than "" so the unique constraint allows several rows mid-creation.
+    public_id = models.CharField(  # noqa: DJ001
+        max_length=32, unique=True, null=True, editable=False
+    )
     email = models.EmailField(max_length=254)
     name = models.CharField(max_length=200, blank=True)
     company = models.CharField(max_length=200, blank=True)

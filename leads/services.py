@@ -19,7 +19,9 @@ def lead_create(
     actor: str = "system",
     extra: dict[str, Any] | None = None,
 ) -> Lead:
-    lead = Lead.objects.create(email=email.strip().lower(), name=name, company=company, source=source)
+    lead = Lead.objects.create(
+        email=email.strip().lower(), name=name, company=company, source=source
+    )
     lead.public_id = Lead.format_public_id(lead.pk)
     Lead.objects.filter(pk=lead.pk).update(public_id=lead.public_id)
     data = {"email": lead.email, "name": name, "company": company, **(extra or {})}
@@ -28,6 +30,10 @@ def lead_create(
         actor=actor,
         lead=lead,
         workflow=workflow,
-        details={"source": source, "fields": sorted(k for k, v in data.items() if v), "email": lead.email},
+        details={
+            "source": source,
+            "fields": sorted(k for k, v in data.items() if v),
+            "email": lead.email,
+        },
     )
     return lead

@@ -41,9 +41,7 @@ def acquire(name: str, *, ttl: timedelta) -> str | None:
 def renew(name: str, holder: str, *, ttl: timedelta) -> bool:
     """Extend a held lease (long loops call this between units of work)."""
     return (
-        CommandLock.objects.filter(name=name, holder=holder).update(
-            expires_at=timezone.now() + ttl
-        )
+        CommandLock.objects.filter(name=name, holder=holder).update(expires_at=timezone.now() + ttl)
         == 1
     )
 

@@ -1,0 +1,142 @@
+"""Retention: archive, then delete events older than a cut-off, seal by seal.
+
+Deleting is the one change to the audit trail that is allowed, so it is
+recorded three ways: the archive file (checksummed), an AuditPrune row per
+seal touched (MAC'd, naming what went, so the seal still verifies), and an
+audit_pruned event.
+"""
+
+import gzip
+import hashlib
+import json
+import os
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+from audit.integrity import prune_fields, ranges_q, remove_from_rollups, seal_all
+from audit.jsonl import event_to_legacy
+from audit.models import AuditEvent, AuditLeadDay, AuditPrune, AuditSeal
+from audit.services import record_event
+from audit.signing import record_mac
+
+
+@dataclass
+class PruneResult:
+    matched: int
+    deleted: int = 0
+    seals_touched: int = 0
+    archive_path: str = ""
+    archive_sha256: str = ""
+
+
+def _prunable(seal: AuditSeal, before: datetime):  # type: ignore[no-untyped-def]
+    return AuditEvent.objects.filter(ranges_q(seal.ranges), timestamp__lt=before)
+
+
+def _seals_with_old_events(before: datetime):  # type: ignore[no-untyped-def]
+    emptied = set(AuditPrune.objects.filter(emptied=True).values_list("seal_number", flat=True))
+    for seal in AuditSeal.objects.order_by("number").iterator():
+        if seal.number not in emptied and _prunable(seal, before).exists():
+            yield seal
+
+
+def prune(
+    *,
+    before: datetime,
+    archive: Path | None = None,
+    dry_run: bool = False,
+    actor: str = "system",
+) -> PruneResult:
+    """Delete sealed events older than `before`, archiving them first when asked.
+
+    Only sealed events are deleted: the seal is what lets verification tell a
+    pruned event from a deleted one. Everything committed is sealed first.
+    """
+    seal_all()
+    seals = list(_seals_with_old_events(before))
+    result = PruneResult(matched=sum(_prunable(s, before).count() for s in seals))
+    if dry_run or not result.matched:
+        return result
+
+    if archive is not None:
+        result.archive_path = str(archive)
+        result.archive_sha256 = _write_archive(archive, seals, before)
+
+    run = uuid.uuid4()
+    for seal in seals:
+        with transaction.atomic():
+            if connection.vendor == "postgresql":
+                with connection.cursor() as cursor:
+                    cursor.execute("SET LOCAL audit.allow_prune = 'on'")
+            rows = list(
+                _prunable(seal, before)
+                .order_by("id")
+                .values_list("id", "mac", "timestamp", "event_type", "workflow", "lead_public_id")
+            )
+            if not rows:
+                continue
+            ids = [r[0] for r in rows]
+            AuditEvent.objects.filter(id__in=ids)._raw_delete(connection.alias)
+            remaining = AuditEvent.objects.filter(ranges_q(seal.ranges)).exists()
+            record = AuditPrune(
+                run=run,
+                created_at=timezone.now(),
+                before=before,
+                actor=actor,
+                seal_number=seal.number,
+                emptied=not remaining,
+                pruned=[] if not remaining else [[r[0], r[1]] for r in rows],
+                deleted_count=len(rows),
+                archive_path=result.archive_path,
+                archive_sha256=result.archive_sha256,
+            )
+            record.digest = record_mac(prune_fields(record))
+            record.save()
+            remove_from_rollups(rows)
+            result.deleted += len(rows)
+            result.seals_touched += 1
+
+    with transaction.atomic():
+        AuditLeadDay.objects.filter(day__lt=before.astimezone(UTC).date()).delete()
+        record_event(
+            event_type="audit_pruned",
+            actor=actor,
+            details={
+                "before": before.isoformat(),
+                "deleted": result.deleted,
+                "seals": result.seals_touched,
+                "archive": result.archive_path,
+                "archive_sha256": result.archive_sha256,
+                "run": str(run),
+            },
+        )
+    return result
+
+
+def _write_archive(path: Path, seals: list[AuditSeal], before: datetime) -> str:
+    """Write the events to gzip JSON Lines, fsync, and return the file's SHA-256.
+
+    Written to a temporary name and renamed, so a crash leaves no half archive
+    under the final name; nothing is deleted until this returns.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    with open(tmp, "wb") as raw:
+        with gzip.GzipFile(fileobj=raw, mode="wb") as gz:
+            for seal in seals:
+                for event in _prunable(seal, before).order_by("id").iterator(chunk_size=2000):
+                    line = json.dumps(event_to_legacy(event), ensure_ascii=False) + "\n"
+                    gz.write(line.encode())
+        raw.flush()
+        os.fsync(raw.fileno())
+    os.replace(tmp, path)
+    digest = hashlib.sha256()
+    with open(path, "rb") as done:
+        for block in iter(lambda: done.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,53 @@
+"""Base for commands run by cron, a systemd timer or in a loop.
+
+One run at a time (a database lease, so it holds across machines); --loop
+with an interval; SIGTERM finishes the current unit of work and exits.
+"""
+
+import signal
+import threading
+from datetime import timedelta
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandParser
+from django.db import close_old_connections
+
+from orchestrator import locks
+
+
+class ScheduledCommand(BaseCommand):
+    lock_name: str = ""
+    lock_ttl = timedelta(minutes=30)
+    default_interval = 60
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--loop", action="store_true", help="Keep running until SIGTERM.")
+        parser.add_argument(
+            "--interval",
+            type=float,
+            default=self.default_interval,
+            help=f"Seconds between passes with --loop (default {self.default_interval}).",
+        )
+
+    def run_once(self, **options: Any) -> None:
+        raise NotImplementedError
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        stop = threading.Event()
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        holder = locks.acquire(self.lock_name or self.__module__, ttl=self.lock_ttl)
+        if holder is None:
+            self.stdout.write(f"{self.lock_name}: another run holds the lock; skipping this one.")
+            return
+        try:
+            while True:
+                self.run_once(**options)
+                if not options["loop"] or stop.is_set():
+                    break
+                close_old_connections()
+                locks.renew(self.lock_name, holder, ttl=self.lock_ttl)
+                if stop.wait(options["interval"]):
+                    break
+        finally:
+            locks.release(self.lock_name, holder)
