@@ -104,9 +104,9 @@ def seal_pending(*, now: datetime | None = None, batch: int | None = None) -> Au
     head = AuditSeal.objects.order_by("-number").only("high_water", "open_gaps").first()
     # Look before taking the write lock: a sealer with nothing to do must not
     # queue behind (or hold up) the writers.
-    if not head or not head.open_gaps:
-        if not AuditEvent.objects.filter(id__gt=head.high_water if head else 0).exists():
-            return None
+    high = head.high_water if head else 0
+    if not (head and head.open_gaps) and not AuditEvent.objects.filter(id__gt=high).exists():
+        return None
     try:
         with transaction.atomic():
             last = AuditSeal.objects.order_by("-number").first()

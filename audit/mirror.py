@@ -8,6 +8,7 @@ reaches the caller, so it cannot break or undo the database write.
 import json
 import logging
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 
 from concurrent_log_handler import ConcurrentTimedRotatingFileHandler
@@ -22,6 +23,12 @@ class _MirrorHandler(ConcurrentTimedRotatingFileHandler):
     # The library's handler locks across processes, rotates at midnight UTC or
     # at maxBytes, and gzips the old files. Its default error path prints to
     # stderr; ours goes to the application log.
+    def rotation_filename(self, default_name: str) -> str:
+        # The library numbers same-day files .1, .2, ... and reuses a number once
+        # its file is pruned, so its oldest-first cleanup can then delete the
+        # newest file. Numbering by the time of rotation keeps the order true.
+        return f"{default_name}.{datetime.now(UTC):%H%M%S%f}"
+
     def handleError(self, record: logging.LogRecord) -> None:
         log.exception("audit JSON Lines mirror: could not write %s", self.baseFilename)
 

@@ -1,4 +1,5 @@
 from django.db import models
+from django.utils import timezone
 
 PUBLIC_ID_PREFIX = "LEAD-"
 
@@ -21,7 +22,7 @@ class Lead(models.Model):
     company = models.CharField(max_length=200, blank=True)
     source = models.CharField(max_length=100)
     status = models.CharField(max_length=20, choices=Status, default=Status.NEW)
-    created_at = models.DateTimeField(auto_now_add=True)
+    created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         indexes = [

@@ -1,8 +1,10 @@
 """Writes for leads. Each one records its audit event in the same transaction."""
 
+from datetime import datetime
 from typing import Any
 
 from django.db import transaction
+from django.utils import timezone
 
 from audit.services import record_event
 from leads.models import Lead
@@ -18,9 +20,12 @@ def lead_create(
     workflow: str = "",
     actor: str = "system",
     extra: dict[str, Any] | None = None,
+    at: datetime | None = None,
 ) -> Lead:
+    """Create a lead and its lead_ingested event; `at` backdates both (backfills, demo data)."""
+    at = at or timezone.now()
     lead = Lead.objects.create(
-        email=email.strip().lower(), name=name, company=company, source=source
+        email=email.strip().lower(), name=name, company=company, source=source, created_at=at
     )
     lead.public_id = Lead.format_public_id(lead.pk)
     Lead.objects.filter(pk=lead.pk).update(public_id=lead.public_id)
@@ -30,6 +35,7 @@ def lead_create(
         actor=actor,
         lead=lead,
         workflow=workflow,
+        timestamp=at,
         details={
             "source": source,
             "fields": sorted(k for k, v in data.items() if v),

@@ -135,46 +135,49 @@ def test_forged_event_without_the_key_is_detected(raw_sql):
     assert "modified or forged" in report.problems[0].message
 
 
+def save_with_id(event_type, event_id):
+    # Explicit ids stand in for the order in which PostgreSQL hands them out.
+    event = build_event(event_type=event_type)
+    event.id = event_id
+    event.save()
+    return event
+
+
+def gap_starting(seal, first_id):
+    return [g[:2] for g in seal.open_gaps if g[0] == first_id]
+
+
 @pytest.mark.django_db
-def test_event_inserted_out_of_band_below_the_seals_is_detected(raw_sql, settings):
-    make_events(2)
-    # Leave a gap: id 3..9 are never used, id 10 is.
-    last = build_event(event_type="lead_routed")
-    last.id = 10
-    last.save()
+def test_event_inserted_out_of_band_below_the_seals_is_detected(settings):
+    base = make_events(2)[-1].pk
+    # Leave a gap: base+1 .. base+7 are never used, base+8 is.
+    save_with_id("lead_routed", base + 8)
     seal = seal_pending()
-    assert seal.open_gaps and seal.open_gaps[0][:2] == [3, 9]
+    assert gap_starting(seal, base + 1) == [[base + 1, base + 7]]
     # Once the grace period is over the gap is closed for good...
     later = timezone.now() + timedelta(seconds=settings.AUDIT_SEAL_GRACE_SECONDS + 1)
-    extra = build_event(event_type="lead_routed")
-    extra.id = 11
-    extra.save()
+    save_with_id("lead_routed", base + 9)
     assert seal_pending(now=later).open_gaps == []
     # ...so an event with a valid MAC appearing there later was inserted out of band.
-    sneaky = build_event(event_type="crm_update")
-    sneaky.id = 5
-    sneaky.save()
+    save_with_id("crm_update", base + 3)
     report = verify()
-    assert report.first_problem().event_id == 5
+    assert report.first_problem().event_id == base + 3
     assert "inserted out of band" in report.first_problem().message
 
 
 @pytest.mark.django_db
 def test_late_commit_into_an_open_gap_is_sealed_next_time():
-    make_events(2)
-    last = build_event(event_type="lead_routed")
-    last.id = 5
-    last.save()
+    base = make_events(2)[-1].pk
+    save_with_id("lead_routed", base + 3)
     seal_pending()
-    # id 3 was handed out before the seal and commits afterwards (PostgreSQL does this).
-    late = build_event(event_type="lead_qualified")
-    late.id = 3
-    late.save()
+    # base+1 was handed out before the seal and commits afterwards (PostgreSQL does this).
+    save_with_id("lead_qualified", base + 1)
     report = verify()
-    assert report.ok and report.unsealed == 1
+    assert report.ok
+    assert report.unsealed == 1
     second = seal_pending()
-    assert second.ranges == [[3, 3]]
-    assert second.open_gaps and second.open_gaps[0][:2] == [4, 4]
+    assert second.ranges == [[base + 1, base + 1]]
+    assert gap_starting(second, base + 2) == [[base + 2, base + 2]]
     assert verify().ok
 
 

@@ -27,19 +27,25 @@ def test_raw_update_and_delete_are_rejected(sql):
 
     record_event(event_type="lead_ingested", details={"a": 1})
     seal_all()
-    with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute(sql)
+    with (
+        pytest.raises(DatabaseError, match="append-only"),
+        transaction.atomic(),
+        connection.cursor() as cursor,
+    ):
+        cursor.execute(sql)
     assert AuditEvent.objects.get().details == {"a": 1}
 
 
 @pytest.mark.django_db
 def test_retention_setting_allows_delete_but_never_update():
     record_event(event_type="lead_ingested")
-    with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute("SET LOCAL audit.allow_prune = 'on'")
-            cursor.execute("UPDATE audit_auditevent SET actor = 'user:x'")
+    with (
+        pytest.raises(DatabaseError, match="append-only"),
+        transaction.atomic(),
+        connection.cursor() as cursor,
+    ):
+        cursor.execute("SET LOCAL audit.allow_prune = 'on'")
+        cursor.execute("UPDATE audit_auditevent SET actor = 'user:x'")
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SET LOCAL audit.allow_prune = 'on'")
         cursor.execute("DELETE FROM audit_auditevent")
