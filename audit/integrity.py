@@ -362,3 +362,25 @@ def _check_seal_events(seal: AuditSeal, pruned: dict[int, str], report: Report) 
                 f"seal {seal.number}: the events it covers no longer match its digest",
             )
         )
+
+
+def pruned_macs(seal_number: int) -> dict[int, str]:
+    """Ids and MACs of this seal's events that retention runs deleted."""
+    pruned: dict[int, str] = {}
+    for prune in AuditPrune.objects.filter(seal_number=seal_number):
+        pruned.update({int(i): mac for i, mac in prune.pruned})
+    return pruned
+
+
+def verify_seal(seal: AuditSeal) -> list[Problem]:
+    """Check one seal and the events it covers (retention checks before it deletes)."""
+    report = Report()
+    if record_mac(seal_fields(seal)) != seal.digest:
+        report.problems.append(Problem(0, f"seal {seal.number} was modified"))
+    _check_seal_events(seal, pruned_macs(seal.number), report)
+    for event in AuditEvent.objects.filter(ranges_q(seal.ranges)).iterator(chunk_size=2000):
+        if mac_of(event) != event.mac:
+            report.problems.append(
+                Problem(event.id, f"event #{event.id} ({event.uuid}) was modified or forged")
+            )
+    return report.problems

@@ -12,17 +12,28 @@ import json
 import os
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from django.db import connection, transaction
 from django.utils import timezone
 
-from audit.integrity import prune_fields, ranges_q, remove_from_rollups, seal_all
+from audit.integrity import (
+    prune_fields,
+    pruned_macs,
+    ranges_q,
+    remove_from_rollups,
+    seal_all,
+    verify_seal,
+)
 from audit.jsonl import event_to_legacy
 from audit.models import AuditEvent, AuditLeadDay, AuditPrune, AuditSeal
 from audit.services import record_event
 from audit.signing import record_mac
+
+
+class PruneRefused(Exception):
+    """A seal to be pruned does not verify: deleting now would hide the tampering."""
 
 
 @dataclass
@@ -62,6 +73,16 @@ def prune(
     result = PruneResult(matched=sum(_prunable(s, before).count() for s in seals))
     if dry_run or not result.matched:
         return result
+    # Deleting a tampered event (or the rest of a seal an event was already
+    # taken from) would erase the evidence, so every seal is checked first.
+    for seal in seals:
+        problems = verify_seal(seal)
+        if problems:
+            first = min(problems)
+            raise PruneRefused(
+                f"seal {seal.number} does not verify ({first.message}); nothing was deleted. "
+                "Run verify_audit and investigate before pruning."
+            )
 
     if archive is not None:
         result.archive_path = str(archive)
@@ -82,15 +103,23 @@ def prune(
                 continue
             ids = [r[0] for r in rows]
             AuditEvent.objects.filter(id__in=ids)._raw_delete(connection.alias)
+            if connection.vendor == "postgresql":
+                # SET LOCAL lasts to the end of the outermost transaction; close
+                # the door again in case the caller wrapped us in one.
+                with connection.cursor() as cursor:
+                    cursor.execute("SET LOCAL audit.allow_prune = 'off'")
             remaining = AuditEvent.objects.filter(ranges_q(seal.ranges)).exists()
+            emptied = (
+                not remaining and len(rows) + len(pruned_macs(seal.number)) == seal.event_count
+            )
             record = AuditPrune(
                 run=run,
                 created_at=timezone.now(),
                 before=before,
                 actor=actor,
                 seal_number=seal.number,
-                emptied=not remaining,
-                pruned=[] if not remaining else [[r[0], r[1]] for r in rows],
+                emptied=emptied,
+                pruned=[] if emptied else [[r[0], r[1]] for r in rows],
                 deleted_count=len(rows),
                 archive_path=result.archive_path,
                 archive_sha256=result.archive_sha256,
@@ -98,11 +127,11 @@ def prune(
             record.digest = record_mac(prune_fields(record))
             record.save()
             remove_from_rollups(rows)
+            _drop_lead_days(rows)
             result.deleted += len(rows)
             result.seals_touched += 1
 
     with transaction.atomic():
-        AuditLeadDay.objects.filter(day__lt=before.astimezone(UTC).date()).delete()
         record_event(
             event_type="audit_pruned",
             actor=actor,
@@ -116,6 +145,22 @@ def prune(
             },
         )
     return result
+
+
+def _drop_lead_days(rows: list[tuple]) -> None:
+    """Forget lead-days that no remaining event supports."""
+    for day, workflow, lead in {
+        (ts.astimezone(UTC).date(), wf, lead) for _id, _mac, ts, _t, wf, lead in rows if lead
+    }:
+        start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        still_there = AuditEvent.objects.filter(
+            lead_public_id=lead,
+            workflow=workflow,
+            timestamp__gte=start,
+            timestamp__lt=start + timedelta(days=1),
+        ).exists()
+        if not still_there:
+            AuditLeadDay.objects.filter(day=day, workflow=workflow, lead_public_id=lead).delete()
 
 
 def _write_archive(path: Path, seals: list[AuditSeal], before: datetime) -> str:

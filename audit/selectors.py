@@ -156,7 +156,12 @@ def statistics(
     for lo, hi in raw_ranges:
         if lo is not None and hi is not None and lo >= hi:
             continue
-        rows.extend(event_list(since=lo, until=hi, workflow=workflow).values_list(*columns))
+        edge = base
+        if lo is not None:
+            edge = edge.filter(timestamp__gte=lo)
+        if hi is not None:
+            edge = edge.filter(timestamp__lt=hi)
+        rows.extend(edge.values_list(*columns))
     # The tail: events in the whole hours that no seal has counted yet.
     if whole_hours:
         unsealed = Q(id__gt=high_water)

@@ -51,10 +51,14 @@ def _error_text(error: Any) -> str:
     return f"{where or 'line'}: {error.message}"
 
 
+def _refuse_constant(name: str) -> None:
+    raise json.JSONDecodeError(f"{name} is not valid JSON", name, 0)
+
+
 def parse_line(raw: str, *, correlation_id: str) -> AuditEvent:
     """One legacy line to a signed, unsaved event; ValueError says what is wrong."""
     try:
-        data = json.loads(raw)
+        data = json.loads(raw, parse_constant=_refuse_constant)
     except json.JSONDecodeError as exc:
         raise ValueError(f"not valid JSON ({exc.msg} at column {exc.colno})") from None
     errors = sorted(_validator.iter_errors(data), key=lambda e: list(e.absolute_path))
@@ -65,8 +69,12 @@ def parse_line(raw: str, *, correlation_id: str) -> AuditEvent:
     except ValueError as exc:
         raise ValueError(f"timestamp: {exc}") from None
     try:
+        event_uuid = legacy_event_uuid(data)
+    except ValueError as exc:
+        raise ValueError(f"event_id: {exc}") from None
+    try:
         return build_event(
-            event_uuid=legacy_event_uuid(data),
+            event_uuid=event_uuid,
             timestamp=timestamp,
             event_type=data["event_type"],
             actor=data.get("actor") or "system",
@@ -143,6 +151,7 @@ def _numbered_lines(
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
+                report.lines += 1
                 report.bad.append(BadLine(str(path), line_no, f"not UTF-8 ({exc.reason})"))
                 continue
             if text.strip():
@@ -239,4 +248,4 @@ def write_export(
 
 def _csv_safe(value: str) -> str:
     # A cell starting with = + - @ runs as a formula in spreadsheet programs.
-    return "'" + value if value[:1] in ("=", "+", "-", "@") else value
+    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value

@@ -5,6 +5,7 @@ machine (SQLite under var/); production sets DATABASE_URL, SECRET_KEY,
 AUDIT_SIGNING_KEY, ALLOWED_HOSTS and HTTPS=true.
 """
 
+import os
 from pathlib import Path
 
 import dj_database_url
@@ -84,9 +85,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         # committed audit event on disk across a power loss.
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;",
     }
-    # A file, not :memory:, so tests can start writer processes on the same database.
+    # A file, not :memory:, so tests can start writer processes on the same
+    # database; named by process so two test runs on one checkout do not clash.
     DATABASES["default"]["TEST"] = {
-        "NAME": str(BASE_DIR / "var" / "test.sqlite3"),
+        "NAME": str(BASE_DIR / "var" / f"test-{os.getpid()}.sqlite3"),
     }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

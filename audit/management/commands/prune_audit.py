@@ -7,7 +7,7 @@ from django.core.management.base import CommandError, CommandParser
 from django.utils import timezone
 
 from audit.management.commands._dates import parse_when
-from audit.retention import prune
+from audit.retention import PruneRefused, prune
 from orchestrator.scheduled import ScheduledCommand
 
 
@@ -34,7 +34,10 @@ class Command(ScheduledCommand):
         archive: Path | None = options["archive"]
         if archive is not None and archive.exists():
             raise CommandError(f"--archive: {archive} exists already; refusing to overwrite it")
-        result = prune(before=before, archive=archive, dry_run=options["dry_run"])
+        try:
+            result = prune(before=before, archive=archive, dry_run=options["dry_run"])
+        except PruneRefused as exc:
+            raise CommandError(str(exc)) from None
         if options["dry_run"]:
             self.stdout.write(
                 f"Dry run: {result.matched} events before {before:%Y-%m-%d %H:%M} would be deleted."
