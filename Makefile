@@ -36,6 +36,7 @@ test: lint
 migrate: $(STAMP)
 	mkdir -p var
 	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py createcachetable
 
 demo: migrate
 	DEBUG=true $(BIN)/python manage.py load_demo

@@ -1,7 +1,70 @@
+from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
 PUBLIC_ID_PREFIX = "LEAD-"
+
+# The fields a lead has; anything else a source sends is kept in Lead.extra.
+LEAD_FIELDS = ("email", "name", "company", "phone", "title", "country")
+
+
+class LeadSource(models.Model):
+    class Kind(models.TextChoices):
+        WEB_FORM = "web_form", "Web form"
+        EMAIL_INBOX = "email_inbox", "Email inbox"
+        CSV = "csv", "CSV file"
+
+    name = models.CharField(max_length=100)
+    slug = models.SlugField(max_length=100, unique=True)
+    kind = models.CharField(max_length=20, choices=Kind)
+    workflow = models.ForeignKey(
+        "orchestrator.Workflow",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="sources",
+    )
+    # Payload key (or CSV column, or "Key:" line of an email) -> lead field.
+    field_mapping = models.JSONField(default=dict, blank=True)
+    # JSON Schema for the payload as the source sends it (before mapping).
+    schema = models.JSONField(default=dict, blank=True)
+    # A second lead with the same normalized email within this many hours is a duplicate.
+    dedupe_window_hours = models.PositiveIntegerField(default=24 * 30)
+    # Source-specific settings (inbox connection, form options); secrets by env var name.
+    options = models.JSONField(default=dict, blank=True)
+    # Where the inbox poll got to: {"uidvalidity": n, "last_uid": n}.
+    state = models.JSONField(default=dict, blank=True)
+    active = models.BooleanField(default=True)
+
+    def __str__(self) -> str:
+        return self.slug
+
+
+class Team(models.Model):
+    name = models.CharField(max_length=100)
+    slug = models.SlugField(max_length=100, unique=True)
+    active = models.BooleanField(default=True)
+    # Round-robin position; advanced under a row lock so two workers never
+    # hand out the same turn.
+    rr_counter = models.PositiveBigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return self.slug
+
+
+class TeamMember(models.Model):
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="members")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="team_memberships"
+    )
+    weight = models.PositiveSmallIntegerField(default=1)
+    active = models.BooleanField(default=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["team", "user"], name="team_member_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.team} (weight {self.weight})"
 
 
 class Lead(models.Model):
@@ -10,24 +73,54 @@ class Lead(models.Model):
         QUALIFIED = "qualified", "Qualified"
         NURTURE = "nurture", "Nurture"
         DISQUALIFIED = "disqualified", "Disqualified"
+        FAILED = "failed", "Failed (needs attention)"
 
-    # Null until the row has a primary key to derive it from (see lead_create);
-    # imported leads may bring their own legacy id such as "LEAD-001".
-    # NULL rather than "" so the unique constraint allows several rows mid-creation.
+    # NULL rather than "" until the row has a primary key to derive it from.
     public_id = models.CharField(  # noqa: DJ001
         max_length=32, unique=True, null=True, editable=False
     )
     email = models.EmailField(max_length=254)
     name = models.CharField(max_length=200, blank=True)
     company = models.CharField(max_length=200, blank=True)
-    source = models.CharField(max_length=100)
+    phone = models.CharField(max_length=50, blank=True)
+    title = models.CharField(max_length=200, blank=True)
+    country = models.CharField(max_length=2, blank=True, help_text="ISO 3166-1 alpha-2")
+    extra = models.JSONField(default=dict, blank=True)
+    source = models.ForeignKey(LeadSource, on_delete=models.PROTECT, related_name="leads")
+    workflow = models.ForeignKey(
+        "orchestrator.Workflow",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="leads",
+    )
     status = models.CharField(max_length=20, choices=Status, default=Status.NEW)
+    score = models.IntegerField(null=True, blank=True)
+    # [{"rule": name, "points": n}, ...] and the decision, as the qualifier saw it.
+    score_breakdown = models.JSONField(default=dict, blank=True)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="owned_leads",
+    )
+    team = models.ForeignKey(
+        Team, null=True, blank=True, on_delete=models.SET_NULL, related_name="leads"
+    )
+    # Pipeline bookkeeping: failed attempts, so one bad lead cannot stall a workflow.
+    attempts = models.PositiveSmallIntegerField(default=0)
+    last_error = models.TextField(blank=True)
     created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         indexes = [
-            models.Index(fields=["email"], name="lead_email"),
+            models.Index(fields=["source", "email", "-created_at"], name="lead_dedupe"),
+            models.Index(fields=["status", "created_at"], name="lead_status_created"),
             models.Index(fields=["-created_at"], name="lead_created"),
+            models.Index(fields=["email"], name="lead_email"),
         ]
 
     def __str__(self) -> str:
@@ -36,3 +129,55 @@ class Lead(models.Model):
     @staticmethod
     def format_public_id(pk: int) -> str:
         return f"{PUBLIC_ID_PREFIX}{pk:06d}"
+
+
+class ApiKey(models.Model):
+    """A key for the web form API. Only a hash is stored; the key is shown once."""
+
+    source = models.ForeignKey(LeadSource, on_delete=models.CASCADE, related_name="api_keys")
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=16, unique=True)
+    key_hash = models.CharField(max_length=64)
+    created_at = models.DateTimeField(default=timezone.now)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        state = "revoked" if self.revoked_at else "active"
+        return f"{self.name} ({self.prefix}…, {state})"
+
+
+class IdempotencyRecord(models.Model):
+    """The first response to a request with an Idempotency-Key, replayed for repeats."""
+
+    source = models.ForeignKey(LeadSource, on_delete=models.CASCADE)
+    key = models.CharField(max_length=255)
+    request_hash = models.CharField(max_length=64)
+    status_code = models.PositiveSmallIntegerField()
+    response = models.JSONField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["source", "key"], name="idempotency_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.source}:{self.key}"
+
+
+class InboxMessage(models.Model):
+    """A message the inbox poll has handled, by Message-ID, so it is never handled twice."""
+
+    source = models.ForeignKey(LeadSource, on_delete=models.CASCADE)
+    message_id = models.CharField(max_length=998)
+    uid = models.PositiveBigIntegerField(null=True)
+    outcome = models.CharField(max_length=20)  # lead, duplicate, reply, bounce, error
+    lead = models.ForeignKey(Lead, null=True, blank=True, on_delete=models.SET_NULL)
+    received_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["source", "message_id"], name="inbox_message_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.source}: {self.message_id} ({self.outcome})"

@@ -1,45 +1,215 @@
 """Writes for leads. Each one records its audit event in the same transaction."""
 
-from datetime import datetime
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
 from django.db import transaction
 from django.utils import timezone
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
 
 from audit.services import record_event
-from leads.models import Lead
+from leads.models import LEAD_FIELDS, Lead, LeadSource
+
+MAX_LENGTHS = {"email": 254, "name": 200, "company": 200, "phone": 50, "title": 200, "country": 2}
+
+
+class LeadValidationError(ValueError):
+    """Bad lead data; `errors` maps each field to its messages."""
+
+    def __init__(self, errors: dict[str, list[str]]) -> None:
+        self.errors = errors
+        super().__init__("; ".join(f"{k}: {' '.join(v)}" for k, v in errors.items()))
+
+
+@dataclass
+class IngestResult:
+    lead: Lead
+    created: bool
+    merged_fields: list[str] = field(default_factory=list)
+
+    @property
+    def duplicate(self) -> bool:
+        return not self.created
+
+
+def normalize_email(raw: object) -> str:
+    if not isinstance(raw, str) or not raw.strip():
+        raise LeadValidationError({"email": ["This field is required."]})
+    email = raw.strip().lower()
+    try:
+        validate_email(email)
+    except ValidationError:
+        raise LeadValidationError(
+            {"email": [f"{raw.strip()!r} is not a valid email address."]}
+        ) from None
+    return email
+
+
+def _schema_errors(schema: dict[str, Any], payload: Mapping[str, Any]) -> dict[str, list[str]]:
+    if not schema:
+        return {}
+    try:
+        validator = Draft202012Validator(schema)
+    except SchemaError as exc:  # a broken schema is the source's fault, not the sender's
+        raise ValueError(f"the source's JSON Schema is invalid: {exc.message}") from None
+    errors: dict[str, list[str]] = {}
+    for error in validator.iter_errors(dict(payload)):
+        if error.validator == "required" and not error.absolute_path:
+            for name in error.validator_value:
+                if name not in payload:
+                    errors.setdefault(name, []).append("This field is required.")
+            continue
+        key = str(error.absolute_path[0]) if error.absolute_path else "non_field_errors"
+        errors.setdefault(key, []).append(error.message)
+    return errors
+
+
+def clean_payload(
+    source: LeadSource, payload: Mapping[str, Any]
+) -> tuple[dict[str, str], dict[str, Any]]:
+    """Validate a payload as the source sends it and split it into lead fields and extras.
+
+    Raises LeadValidationError with messages per field (as the sender named it).
+    """
+    if not isinstance(payload, Mapping):
+        raise LeadValidationError({"non_field_errors": ["Expected a JSON object."]})
+    errors = _schema_errors(source.schema, payload)
+    mapping = source.field_mapping or {}
+    fields: dict[str, str] = {}
+    extra: dict[str, Any] = {}
+    for key, value in payload.items():
+        target = mapping.get(key, key)
+        if target in LEAD_FIELDS:
+            if value is None:
+                continue
+            if not isinstance(value, str | int | float) or isinstance(value, bool):
+                errors.setdefault(key, []).append("Expected text.")
+                continue
+            text = str(value).strip()
+            if len(text) > MAX_LENGTHS[target]:
+                errors.setdefault(key, []).append(
+                    f"Ensure this value has at most {MAX_LENGTHS[target]} characters "
+                    f"(it has {len(text)})."
+                )
+                continue
+            fields[target] = text
+        elif not key.startswith("_"):
+            extra[key] = value
+    if "email" not in errors:
+        try:
+            fields["email"] = normalize_email(fields.get("email"))
+        except LeadValidationError as exc:
+            email_key = next((k for k, v in mapping.items() if v == "email"), "email")
+            errors.setdefault(email_key, []).extend(exc.errors["email"])
+    country = fields.get("country", "")
+    if country and not (len(country) == 2 and country.isalpha()):
+        errors.setdefault("country", []).append("Use a two-letter country code (ISO 3166-1).")
+    if country:
+        fields["country"] = country.upper()
+    if errors:
+        raise LeadValidationError(errors)
+    return fields, extra
 
 
 @transaction.atomic
 def lead_create(
     *,
+    source: LeadSource,
     email: str,
-    source: str,
-    name: str = "",
-    company: str = "",
-    workflow: str = "",
     actor: str = "system",
-    extra: dict[str, Any] | None = None,
     at: datetime | None = None,
+    extra: dict[str, Any] | None = None,
+    **fields: str,
 ) -> Lead:
     """Create a lead and its lead_ingested event; `at` backdates both (backfills, demo data)."""
     at = at or timezone.now()
     lead = Lead.objects.create(
-        email=email.strip().lower(), name=name, company=company, source=source, created_at=at
+        email=email,
+        source=source,
+        workflow_id=source.workflow_id,
+        extra=extra or {},
+        created_at=at,
+        **fields,
     )
     lead.public_id = Lead.format_public_id(lead.pk)
     Lead.objects.filter(pk=lead.pk).update(public_id=lead.public_id)
-    data = {"email": lead.email, "name": name, "company": company, **(extra or {})}
     record_event(
         event_type="lead_ingested",
         actor=actor,
         lead=lead,
-        workflow=workflow,
+        workflow=lead.workflow.name if lead.workflow else "",
         timestamp=at,
         details={
-            "source": source,
-            "fields": sorted(k for k, v in data.items() if v),
-            "email": lead.email,
+            "source": source.slug,
+            "fields": sorted([*(k for k, v in fields.items() if v), "email", *(extra or {})]),
+            "email": email,
+            "duplicate": False,
         },
     )
     return lead
+
+
+def ingest_lead(
+    *,
+    source: LeadSource,
+    payload: Mapping[str, Any],
+    actor: str = "system",
+    at: datetime | None = None,
+) -> IngestResult:
+    """Validate, dedupe and store a lead from any source, with its lead_ingested event.
+
+    A lead with the same normalized email from the same source within the
+    source's dedupe window is a duplicate: its empty fields are filled and
+    new extra keys added (what was there is kept), and the event says so.
+    """
+    fields, extra = clean_payload(source, payload)
+    email = fields.pop("email")
+    at = at or timezone.now()
+    with transaction.atomic():
+        # One ingestion per source at a time, so two copies of the same lead
+        # arriving together cannot both be created.
+        LeadSource.objects.select_for_update().filter(pk=source.pk).first()
+        existing = (
+            Lead.objects.filter(
+                source=source,
+                email=email,
+                created_at__gte=at - timedelta(hours=source.dedupe_window_hours),
+            )
+            .order_by("-created_at")
+            .first()
+        )
+        if existing is None:
+            lead = lead_create(
+                source=source, email=email, actor=actor, at=at, extra=extra, **fields
+            )
+            return IngestResult(lead=lead, created=True)
+        merged = [name for name, value in fields.items() if value and not getattr(existing, name)]
+        for name in merged:
+            setattr(existing, name, fields[name])
+        new_extra = [k for k in extra if k not in existing.extra]
+        for key in new_extra:
+            existing.extra[key] = extra[key]
+        if merged or new_extra:
+            existing.save(update_fields=[*merged, "extra", "updated_at"])
+        record_event(
+            event_type="lead_ingested",
+            actor=actor,
+            lead=existing,
+            workflow=existing.workflow.name if existing.workflow else "",
+            timestamp=at,
+            details={
+                "source": source.slug,
+                "fields": sorted([*fields, "email", *extra]),
+                "email": email,
+                "duplicate": True,
+                "merged_fields": sorted([*merged, *new_extra]),
+            },
+        )
+        return IngestResult(
+            lead=existing, created=False, merged_fields=sorted([*merged, *new_extra])
+        )

@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from audit.integrity import seal_all
 from audit.services import audit_context, record_event
-from leads.models import Lead
+from leads.models import Lead, LeadSource
 from leads.services import lead_create
 
 DEMO_USER = "demo"
@@ -41,12 +41,15 @@ def _lead_journey(rng: random.Random, n: int, at: datetime) -> None:
     company = rng.choice(COMPANIES)
     domain = company.lower().replace(" ", "") + ".example"
     with transaction.atomic(), audit_context(actor="system"):
+        source, _ = LeadSource.objects.get_or_create(
+            slug=rng.choice(SOURCES).replace("_", "-"),
+            defaults={"name": "Demo", "kind": "web_form"},
+        )
         lead = lead_create(
+            source=source,
             email=f"{first}.{last}{n}@{domain}".lower(),
             name=f"{first} {last}",
             company=company,
-            source=rng.choice(SOURCES),
-            workflow=workflow,
             at=at,
         )
         step = at

@@ -93,6 +93,17 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# --- Cache --------------------------------------------------------------------------
+# In the database so rate limits hold across processes and machines with no
+# extra service; `migrate` is followed by `createcachetable` (see Makefile).
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+        "LOCATION": "orchestrator_cache",
+    }
+}
+RATELIMIT_USE_CACHE = "default"
+
 # --- Background tasks ------------------------------------------------------------
 TASKS = {
     "default": {

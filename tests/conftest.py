@@ -52,3 +52,10 @@ def run_python():
         )
 
     return run
+
+
+@pytest.fixture
+def web_source(db):
+    from leads.models import LeadSource
+
+    return LeadSource.objects.create(name="Website", slug="website", kind="web_form")

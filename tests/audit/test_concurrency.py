@@ -14,13 +14,15 @@ WRITER = """
 import sys
 from django.db import transaction
 from audit.services import record_event
+from leads.models import LeadSource
 from leads.services import lead_create
+source = LeadSource.objects.get(slug="website")
 w = int(sys.argv[1]) if len(sys.argv) > 1 else 0
 for i in range({n}):
     # Every other event rides along with a business write, as in the pipeline.
     if i % 2:
         with transaction.atomic():
-            lead = lead_create(email=f"p{worker}-{{i}}@example.com", source="csv")
+            lead = lead_create(source=source, email=f"p{worker}-{{i}}@example.com")
             record_event(event_type="lead_qualified", lead=lead, details={{"i": i}})
     else:
         record_event(event_type="email_sent", workflow="w{worker}", details={{"i": i}})
@@ -82,7 +84,7 @@ def test_eight_threads_by_500_events_with_a_sealer_running():
 
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
-def test_four_processes_by_500_events_with_a_sealer_running(run_python):
+def test_four_processes_by_500_events_with_a_sealer_running(run_python, web_source):
     errors: list[Exception] = []
     stop = threading.Event()
     sealer = threading.Thread(target=_sealer, args=(stop, errors))

@@ -19,9 +19,9 @@ def mirror_lines(path):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_event_commits_with_the_change_and_reaches_the_mirror(audit_mirror_path):
+def test_event_commits_with_the_change_and_reaches_the_mirror(audit_mirror_path, web_source):
     with transaction.atomic():
-        lead = lead_create(email="Ann@Example.com", source="web_form", name="Ann")
+        lead = lead_create(source=web_source, email="ann@example.com", name="Ann")
         record_event(event_type="lead_qualified", lead=lead, details={"score": 80})
         # Not yet committed: nothing in the mirror.
         assert mirror_lines(audit_mirror_path) == []
@@ -36,12 +36,12 @@ def test_event_commits_with_the_change_and_reaches_the_mirror(audit_mirror_path)
 
 
 @pytest.mark.django_db(transaction=True)
-def test_rollback_leaves_no_event_and_no_mirror_line(audit_mirror_path):
+def test_rollback_leaves_no_event_and_no_mirror_line(audit_mirror_path, web_source):
     class Boom(Exception):
         pass
 
     with pytest.raises(Boom), transaction.atomic():
-        lead_create(email="bob@example.com", source="csv")
+        lead_create(source=web_source, email="bob@example.com")
         record_event(event_type="lead_routed", lead_id="LEAD-000001", details={})
         raise Boom
     assert AuditEvent.objects.count() == 0
@@ -156,8 +156,8 @@ def test_events_are_append_only_through_the_orm():
 
 
 @pytest.mark.django_db
-def test_history_survives_lead_deletion():
-    lead = lead_create(email="gone@example.com", source="web_form")
+def test_history_survives_lead_deletion(web_source):
+    lead = lead_create(source=web_source, email="gone@example.com")
     public_id = lead.public_id
     lead.delete()
     event = AuditEvent.objects.get(lead_public_id=public_id)
