@@ -213,3 +213,48 @@ def ingest_lead(
         return IngestResult(
             lead=existing, created=False, merged_fields=sorted([*merged, *new_extra])
         )
+
+
+def lead_qualify(*, lead: Lead, config: Mapping[str, Any], actor: str = "system") -> Any:
+    """Score and qualify the lead by the workflow's rules; the breakdown goes on the lead
+    and into the lead_qualified event."""
+    from leads.qualification import qualify
+
+    result = qualify(lead, config)
+    lead.score = result.score
+    lead.status = result.status
+    lead.score_breakdown = {"rules": result.breakdown, "reason": result.reason}
+    lead.save(update_fields=["score", "status", "score_breakdown", "updated_at"])
+    record_event(
+        event_type="lead_qualified",
+        actor=actor,
+        lead=lead,
+        workflow=lead.workflow.name if lead.workflow else "",
+        details=result.as_details(),
+    )
+    return result
+
+
+def lead_route(*, lead: Lead, config: Mapping[str, Any], actor: str = "system") -> Any:
+    """Give the lead a team and owner by the workflow's routing rules; the lead_routed
+    event names the rule that matched."""
+    from leads.routing import choose_route
+
+    route = choose_route(lead, config)
+    lead.team = route.team
+    lead.owner = route.owner
+    lead.save(update_fields=["team", "owner", "updated_at"])
+    record_event(
+        event_type="lead_routed",
+        actor=actor,
+        lead=lead,
+        workflow=lead.workflow.name if lead.workflow else "",
+        details={
+            "destination": route.destination,
+            "condition": route.rule,
+            "rule": route.rule,
+            "team": route.team.slug if route.team else None,
+            "owner": route.owner.get_username() if route.owner else None,
+        },
+    )
+    return route

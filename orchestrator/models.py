@@ -43,6 +43,8 @@ class WorkflowRun(models.Model):
     workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="runs")
     started_at = models.DateTimeField()
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Touched as the pass goes; a "running" run whose heartbeat stopped was killed.
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
     status = models.CharField(max_length=20, choices=Status, default=Status.RUNNING)
     dry_run = models.BooleanField(default=False)
     # {"polled": n, "processed": n, "qualified": n, "nurture": n, "disqualified": n,

@@ -32,22 +32,31 @@ class ScheduledCommand(BaseCommand):
     def run_once(self, **options: Any) -> None:
         raise NotImplementedError
 
+    def get_lock_name(self, **options: Any) -> str | None:
+        """The lease to hold; None runs without one (for deliberate scale-out)."""
+        return self.lock_name
+
     def handle(self, *args: Any, **options: Any) -> None:
-        stop = threading.Event()
+        # run_once may watch self.stop to end its unit of work early on SIGTERM.
+        self.stop = threading.Event()
         if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, lambda *_: stop.set())
-        holder = locks.acquire(self.lock_name or self.__module__, ttl=self.lock_ttl)
+            signal.signal(signal.SIGTERM, lambda *_: self.stop.set())
+            signal.signal(signal.SIGINT, lambda *_: self.stop.set())
+        lock_name = self.get_lock_name(**options)
+        holder = locks.acquire(lock_name, ttl=self.lock_ttl) if lock_name else ""
         if holder is None:
-            self.stdout.write(f"{self.lock_name}: another run holds the lock; skipping this one.")
+            self.stdout.write(f"{lock_name}: another run holds the lock; skipping this one.")
             return
         try:
             while True:
                 self.run_once(**options)
-                if not options["loop"] or stop.is_set():
+                if not options["loop"] or self.stop.is_set():
                     break
                 close_old_connections()
-                locks.renew(self.lock_name, holder, ttl=self.lock_ttl)
-                if stop.wait(options["interval"]):
+                if lock_name:
+                    locks.renew(lock_name, holder, ttl=self.lock_ttl)
+                if self.stop.wait(options["interval"]):
                     break
         finally:
-            locks.release(self.lock_name, holder)
+            if lock_name:
+                locks.release(lock_name, holder)

@@ -59,3 +59,64 @@ def web_source(db):
     from leads.models import LeadSource
 
     return LeadSource.objects.create(name="Website", slug="website", kind="web_form")
+
+
+PIPELINE_CONFIG = {
+    "qualification": {
+        "base_score": 10,
+        "rules": [
+            {
+                "name": "decision maker",
+                "when": {"field": "title", "op": "regex", "value": r"\b(cto|vp|head)\b"},
+                "points": 40,
+            },
+            {
+                "name": "target country",
+                "when": {"field": "country", "op": "in", "value": ["DE", "US"]},
+                "points": 20,
+            },
+        ],
+        "thresholds": {"qualified": 50, "nurture": 25},
+        "disqualify": {"free_mail": True, "disposable": True, "blocked_domains": ["rival.example"]},
+    },
+    "routing": {
+        "rules": [
+            {
+                "name": "territory DE",
+                "when": {"field": "country", "op": "equals", "value": "DE"},
+                "team": "emea",
+            }
+        ],
+        "default_team": "americas",
+        "fallback_owner": "fallback",
+    },
+}
+
+
+@pytest.fixture
+def pipeline(db, django_user_model):
+    """A workflow with a web source, two teams of owners and a fallback owner."""
+    from leads.models import LeadSource, Team, TeamMember
+    from orchestrator.models import Workflow
+
+    workflow = Workflow.objects.create(name="sales", config=PIPELINE_CONFIG)
+    source = LeadSource.objects.create(
+        name="Website", slug="site", kind="web_form", workflow=workflow
+    )
+    users = {
+        name: django_user_model.objects.create_user(name)
+        for name in ["anna", "ben", "cara", "dan", "fallback"]
+    }
+    emea = Team.objects.create(slug="emea", name="EMEA")
+    americas = Team.objects.create(slug="americas", name="Americas")
+    for name in ["anna", "ben"]:
+        TeamMember.objects.create(team=emea, user=users[name])
+    for name in ["cara", "dan"]:
+        TeamMember.objects.create(team=americas, user=users[name])
+    return {
+        "workflow": workflow,
+        "source": source,
+        "users": users,
+        "emea": emea,
+        "americas": americas,
+    }

@@ -179,9 +179,7 @@ def imported_events():
     [("legacy.jsonl", False), ("legacy.jsonl.gz", True), ("gzipped-without-suffix.log", True)],
 )
 def test_import_takes_good_lines_and_reports_each_bad_line(tmp_path, name, gz, web_source):
-    lead = Lead.objects.create(
-        public_id="LEAD-000001", email="ann@example.com", source=web_source
-    )
+    lead = Lead.objects.create(public_id="LEAD-000001", email="ann@example.com", source=web_source)
     path = mixed_file(tmp_path, name, gz=gz)
 
     run = run_command("import_audit_log", str(path), "--no-progress")
