@@ -148,7 +148,7 @@ def test_two_concurrent_runners_never_handle_a_lead_twice(pipeline, run_python):
     )
     procs = [run_python(code) for _ in range(2)]
     outs = [p.communicate(timeout=600) for p in procs]
-    for proc, (out, err) in zip(procs, outs, strict=True):
+    for proc, (_out, err) in zip(procs, outs, strict=True):
         assert proc.returncode == 0, err
     processed = [int(out.strip().splitlines()[-1]) for out, _ in outs]
     assert sum(processed) == 500
