@@ -31,7 +31,7 @@ format: $(STAMP)
 test: lint
 	mkdir -p var
 	$(BIN)/python manage.py makemigrations --check --dry-run > /dev/null
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
 
 migrate: $(STAMP)
 	mkdir -p var

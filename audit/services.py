@@ -80,12 +80,22 @@ def _clean_details(details: Mapping[str, Any] | None) -> dict[str, Any]:
             f"details must be a JSON object (a dict), not {type(details).__name__}"
         )
     try:
-        text = canonical_json(dict(details))
+        canonical_json(dict(details))
     except (TypeError, ValueError) as exc:
         raise AuditValidationError(f"details are not JSON-serializable: {exc}") from None
-    if "\\u0000" in text:
+    if _has_nul(details):
         raise AuditValidationError("details contain a NUL character, which JSON columns refuse")
     return normalize_json(dict(details))
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, Mapping):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_has_nul(v) for v in value)
+    return False
 
 
 def _no_nul(text: str) -> str:

@@ -35,6 +35,8 @@ EVENT_TYPES: dict[str, str] = {
     "audit_exported": "Audit data was exported",
     "audit_imported": "Events were imported from a legacy log",
     "audit_pruned": "Events past retention were archived and deleted",
+    "api_key_created": "An API key was created for a lead source",
+    "api_key_revoked": "An API key was revoked",
 }
 
 ERROR = "error"

@@ -170,7 +170,7 @@ class InboxMessage(models.Model):
     source = models.ForeignKey(LeadSource, on_delete=models.CASCADE)
     message_id = models.CharField(max_length=998)
     uid = models.PositiveBigIntegerField(null=True)
-    outcome = models.CharField(max_length=20)  # lead, duplicate, reply, bounce, error
+    outcome = models.CharField(max_length=20)  # lead, duplicate, reply, bounce, error, skipped
     lead = models.ForeignKey(Lead, null=True, blank=True, on_delete=models.SET_NULL)
     received_at = models.DateTimeField(default=timezone.now)
 

@@ -69,6 +69,25 @@ def _schema_errors(schema: dict[str, Any], payload: Mapping[str, Any]) -> dict[s
     return errors
 
 
+def _unstorable(value: Any) -> str:
+    """Why a value cannot be stored (databases refuse NUL and lone surrogates), or ""."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            return "Contains a NUL character."
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return "Contains characters that are not valid Unicode."
+        return ""
+    if isinstance(value, Mapping):
+        return next(
+            (p for k, v in value.items() for p in (_unstorable(k), _unstorable(v)) if p), ""
+        )
+    if isinstance(value, list | tuple):
+        return next((p for v in value if (p := _unstorable(v))), "")
+    return ""
+
+
 def clean_payload(
     source: LeadSource, payload: Mapping[str, Any]
 ) -> tuple[dict[str, str], dict[str, Any]]:
@@ -79,10 +98,15 @@ def clean_payload(
     if not isinstance(payload, Mapping):
         raise LeadValidationError({"non_field_errors": ["Expected a JSON object."]})
     errors = _schema_errors(source.schema, payload)
+    for key, value in payload.items():
+        if problem := _unstorable(value):
+            errors.setdefault(str(key), []).append(problem)
     mapping = source.field_mapping or {}
     fields: dict[str, str] = {}
     extra: dict[str, Any] = {}
     for key, value in payload.items():
+        if key in errors:
+            continue
         target = mapping.get(key, key)
         if target in LEAD_FIELDS:
             if value is None:
@@ -98,8 +122,8 @@ def clean_payload(
                 )
                 continue
             fields[target] = text
-        elif not key.startswith("_"):
-            extra[key] = value
+        elif not target.startswith("_"):
+            extra[target] = value
     if "email" not in errors:
         try:
             fields["email"] = normalize_email(fields.get("email"))
@@ -108,7 +132,8 @@ def clean_payload(
             errors.setdefault(email_key, []).extend(exc.errors["email"])
     country = fields.get("country", "")
     if country and not (len(country) == 2 and country.isalpha()):
-        errors.setdefault("country", []).append("Use a two-letter country code (ISO 3166-1).")
+        country_key = next((k for k, v in mapping.items() if v == "country"), "country")
+        errors.setdefault(country_key, []).append("Use a two-letter country code (ISO 3166-1).")
     if country:
         fields["country"] = country.upper()
     if errors:
@@ -121,7 +146,7 @@ def lead_create(
     *,
     source: LeadSource,
     email: str,
-    actor: str = "system",
+    actor: str | None = None,
     at: datetime | None = None,
     extra: dict[str, Any] | None = None,
     **fields: str,
@@ -158,7 +183,7 @@ def ingest_lead(
     *,
     source: LeadSource,
     payload: Mapping[str, Any],
-    actor: str = "system",
+    actor: str | None = None,
     at: datetime | None = None,
 ) -> IngestResult:
     """Validate, dedupe and store a lead from any source, with its lead_ingested event.

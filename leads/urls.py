@@ -1,3 +1,10 @@
+from django.urls import path
+
+from leads import api
+
 app_name = "leads"
 
-urlpatterns: list = []
+urlpatterns = [
+    path("api/v1/leads", api.api_leads, name="api-leads"),
+    path("f/<slug:slug>", api.public_form, name="public-form"),
+]

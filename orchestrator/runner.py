@@ -20,6 +20,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from audit.services import audit_context, new_correlation_id, record_event
+from leads.inbox import InboxError, poll_source
 from leads.models import Lead, LeadSource
 from leads.services import lead_qualify, lead_route
 from orchestrator.models import Workflow, WorkflowRun
@@ -96,23 +97,15 @@ def _record_failure(pk: int, workflow: Workflow, exc: Exception) -> None:
 
 
 def _poll_inboxes(workflow: Workflow, counts: Counter) -> None:
-    try:
-        from leads.inbox import poll_source
-    except ImportError:  # the inbox module is optional for workflows without one
-        return
     for source in workflow.sources.filter(kind=LeadSource.Kind.EMAIL_INBOX, active=True):
         try:
-            summary = poll_source(source)
-        except Exception as exc:  # noqa: BLE001 (one broken inbox must not stop the pass)
+            summary = poll_source(source=source)
+        except InboxError:
+            # poll_source has recorded the error event with its traceback; one
+            # broken inbox must not stop the pass.
             counts["errors"] += 1
-            record_event(
-                event_type="error",
-                exc=exc,
-                workflow=workflow.name,
-                details={"stage": "poll_inbox", "source": source.slug},
-            )
             continue
-        counts["polled"] += getattr(summary, "created", 0)
+        counts["polled"] += summary.created
 
 
 def mark_stale_runs(workflow: Workflow) -> int:

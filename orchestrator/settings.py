@@ -103,6 +103,12 @@ CACHES = {
     }
 }
 RATELIMIT_USE_CACHE = "default"
+# Behind a proxy, the request header that holds the client's IP (e.g. HTTP_X_REAL_IP).
+RATELIMIT_IP_META_KEY = envstr("RATELIMIT_IP_META_KEY") or None
+
+# --- Lead intake ------------------------------------------------------------------------
+LEADS_API_RATE = envstr("LEADS_API_RATE", "120/m")  # per API key
+LEADS_FORM_RATE = envstr("LEADS_FORM_RATE", "10/m")  # public form, per client IP
 
 # --- Background tasks ------------------------------------------------------------
 TASKS = {
