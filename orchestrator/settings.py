@@ -32,6 +32,8 @@ INSTALLED_APPS = [
     "orchestrator",
     "audit",
     "leads",
+    "leads.crm",
+    "leads.email",
 ]
 
 MIDDLEWARE = [

@@ -1,0 +1,8 @@
+from django.apps import AppConfig
+
+
+class CrmConfig(AppConfig):
+    name = "leads.crm"
+    label = "crm"
+    default_auto_field = "django.db.models.BigAutoField"
+    verbose_name = "CRM sync"

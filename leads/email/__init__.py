@@ -1,0 +1,1 @@
+"""Email follow-up sequences: enrollment, sending, stopping, engagement tracking."""
