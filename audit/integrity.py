@@ -182,12 +182,26 @@ def _add_rollups(rows: Sequence[tuple], sign: int = 1) -> None:
     Only the sealer calls this, and the seal covers each event exactly once,
     so every event is counted once however late it commits.
     """
-    from audit.models import AuditLeadDay, AuditRollup
+    from audit.models import AuditLeadDay, AuditRollup, AuditRollupDay
 
     counts = Counter((_hour(ts), etype, wf) for _id, _mac, ts, etype, wf, _lead in rows)
+    daily: Counter = Counter()
+    for (h, etype, wf), n in counts.items():
+        daily[(h.date(), etype, wf)] += n
     ops = connection.ops
     rollup = AuditRollup._meta.db_table
+    rollup_day = AuditRollupDay._meta.db_table
     with connection.cursor() as cursor:
+        cursor.executemany(
+            f"INSERT INTO {rollup_day} (day, event_type, workflow, count) "
+            "VALUES (%s, %s, %s, %s) "
+            f"ON CONFLICT (day, event_type, workflow) "
+            f"DO UPDATE SET count = {rollup_day}.count + excluded.count",
+            [
+                (ops.adapt_datefield_value(d), etype, wf, sign * n)
+                for (d, etype, wf), n in daily.items()
+            ],
+        )
         cursor.executemany(
             f"INSERT INTO {rollup} (hour, day, event_type, workflow, count) "
             "VALUES (%s, %s, %s, %s, %s) "
@@ -217,6 +231,7 @@ def _add_rollups(rows: Sequence[tuple], sign: int = 1) -> None:
             )
         else:
             cursor.execute(f"DELETE FROM {rollup} WHERE count <= 0")
+            cursor.execute(f"DELETE FROM {rollup_day} WHERE count <= 0")
 
 
 def remove_from_rollups(rows: Sequence[tuple]) -> None:

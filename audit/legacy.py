@@ -189,7 +189,9 @@ class AuditLogger:
         since: datetime | None = None,
         until: datetime | None = None,
     ) -> dict[str, Any]:
-        return selectors.statistics(workflow=workflow, since=since, until=until).as_dict()
+        return selectors.statistics(
+            workflow=workflow, since=since, until=until, with_leads=True
+        ).as_dict()
 
     def get_event(self, event_id: str) -> dict[str, Any] | None:
         event = AuditEvent.objects.filter(uuid=event_id).first()

@@ -160,6 +160,26 @@ class AuditRollup(models.Model):
         return f"{self.hour:%Y-%m-%d %H}:00 {self.event_type}/{self.workflow}: {self.count}"
 
 
+class AuditRollupDay(models.Model):
+    """Daily counts of sealed events: a month of statistics reads ~a thousand rows."""
+
+    day = models.DateField()
+    event_type = models.CharField(max_length=64)
+    workflow = models.CharField(max_length=100, blank=True, default="")
+    count = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["day", "event_type", "workflow"], name="audit_rollup_day_key"
+            )
+        ]
+        indexes = [models.Index(fields=["workflow", "day"], name="audit_rollup_day_wf")]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.event_type}/{self.workflow}: {self.count}"
+
+
 class AuditLeadDay(models.Model):
     """Which leads had events on which day: distinct-lead counts without scanning events."""
 

@@ -12,12 +12,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from django.db.models import Q, QuerySet, Sum
+from django.db.models import Count, Q, QuerySet, Sum
+from django.utils import timezone
 
-from audit.models import AuditEvent, AuditLeadDay, AuditRollup, AuditSeal
+from audit.models import AuditEvent, AuditLeadDay, AuditRollup, AuditRollupDay, AuditSeal
 from audit.types import ERROR
 
 HOUR = timedelta(hours=1)
+DAY = timedelta(days=1)
 
 
 def event_list(
@@ -75,7 +77,7 @@ class Statistics:
     by_type: Counter = field(default_factory=Counter)
     by_workflow: Counter = field(default_factory=Counter)
     by_day: Counter = field(default_factory=Counter)
-    leads_processed: int = 0
+    leads_processed: int | None = None
 
     @property
     def errors(self) -> int:
@@ -107,7 +109,7 @@ class Statistics:
 
 
 def _ceil_hour(ts: datetime) -> datetime:
-    floor = ts.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    floor = _floor_hour(ts)
     return floor if floor == ts else floor + HOUR
 
 
@@ -115,73 +117,126 @@ def _floor_hour(ts: datetime) -> datetime:
     return ts.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
 
+def _ceil_day(ts: datetime) -> datetime:
+    floor = _floor_day(ts)
+    return floor if floor == ts else floor + DAY
+
+
+def _floor_day(ts: datetime) -> datetime:
+    return ts.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
 def statistics(
-    *, workflow: str | None = None, since: datetime | None = None, until: datetime | None = None
+    *,
+    workflow: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    with_leads: bool = False,
 ) -> Statistics:
-    """Totals by type, workflow and UTC day, and the error rate, for [since, until)."""
+    """Totals by type, workflow and UTC day, and the error rate, for [since, until).
+
+    The range is cut into whole days (daily rollup), whole hours at either
+    end (hourly rollup) and partial hours at the very edges (read row by
+    row); events not sealed yet are added from the tail of the id sequence.
+    `with_leads` also counts distinct leads (by whole days; it costs a scan
+    of the lead-day rollup, so only the legacy API asks for it).
+    """
     stats = Statistics(since=since, until=until, workflow=workflow)
     head = AuditSeal.objects.order_by("-number").only("high_water", "open_gaps").first()
     high_water = head.high_water if head else 0
     gaps = head.open_gaps if head else []
+    # Nothing is timestamped in the future, so a range that ends after now
+    # needs no partial hour at its end.
+    open_end = until is None or until > timezone.now()
 
-    start = _ceil_hour(since) if since else None
-    end = _floor_hour(until) if until else None
-    whole_hours = start is None or end is None or start < end
-
-    raw_ranges: list[tuple[datetime | None, datetime | None]] = []
-    if whole_hours:
-        rollups = AuditRollup.objects.all()
-        if workflow is not None:
-            rollups = rollups.filter(workflow=workflow)
-        if start:
-            rollups = rollups.filter(hour__gte=start)
-            raw_ranges.append((since, start))
-        if end:
-            rollups = rollups.filter(hour__lt=end)
-            raw_ranges.append((end, until))
-        for etype, wf, day, n in rollups.values_list("event_type", "workflow", "day").annotate(
-            n=Sum("count")
-        ):
-            stats.add(etype, wf, day, n)
+    h0 = _ceil_hour(since) if since else None
+    h1 = None if open_end else _floor_hour(until)  # type: ignore[arg-type]
+    raw: list[tuple[datetime | None, datetime | None]] = []
+    hourly: list[tuple[datetime | None, datetime | None]] = []
+    daily: tuple[datetime | None, datetime | None] | None = None
+    if h0 is not None and h1 is not None and h0 >= h1:
+        # Within one hour, or across one hour boundary: each piece within an hour.
+        raw.extend([(since, h0), (h0, until)] if h0 < until else [(since, until)])  # type: ignore[operator]
     else:
-        raw_ranges.append((since, until))
+        if since is not None:
+            raw.append((since, h0))
+        if h1 is not None:
+            raw.append((h1, until))
+        d0 = _ceil_day(h0) if h0 else None
+        d1 = _floor_day(h1) if h1 else None
+        if d0 is not None and d1 is not None and d0 >= d1:
+            hourly.append((h0, h1))
+        else:
+            daily = (d0, d1)
+            if h0 is not None:
+                hourly.append((h0, d0))
+            if h1 is not None:
+                hourly.append((d1, h1))
 
-    base = AuditEvent.objects.all()
-    if workflow is not None:
-        base = base.filter(workflow=workflow)
-    columns = ("timestamp", "event_type", "workflow", "lead_public_id")
-    tail_leads: set[str] = set()
-    rows: list[tuple] = []
-    # The edges: partial hours, read row by row whether sealed or not.
-    for lo, hi in raw_ranges:
+    def by_workflow(qs: QuerySet) -> QuerySet:
+        return qs.filter(workflow=workflow) if workflow is not None else qs
+
+    columns = ("event_type", "workflow", "day")
+    if daily is not None:
+        qs = by_workflow(AuditRollupDay.objects.all())
+        if daily[0] is not None:
+            qs = qs.filter(day__gte=daily[0].date())
+        if daily[1] is not None:
+            qs = qs.filter(day__lt=daily[1].date())
+        for etype, wf, day, n in qs.values_list(*columns).annotate(n=Sum("count")):
+            stats.add(etype, wf, day, n)
+    for lo, hi in hourly:
         if lo is not None and hi is not None and lo >= hi:
             continue
-        edge = base
+        qs = by_workflow(AuditRollup.objects.all())
         if lo is not None:
-            edge = edge.filter(timestamp__gte=lo)
+            qs = qs.filter(hour__gte=lo)
         if hi is not None:
-            edge = edge.filter(timestamp__lt=hi)
-        rows.extend(edge.values_list(*columns))
-    # The tail: events in the whole hours that no seal has counted yet.
-    if whole_hours:
-        unsealed = Q(id__gt=high_water)
-        for lo, hi, _seen in gaps:
-            unsealed |= Q(id__range=(lo, hi))
-        tail = base.filter(unsealed)
-        if start:
-            tail = tail.filter(timestamp__gte=start)
-        if end:
-            tail = tail.filter(timestamp__lt=end)
-        tail_rows = list(tail.values_list(*columns))
-        rows.extend(tail_rows)
-        tail_leads = {lead for *_, lead in tail_rows if lead}
-    edge_leads: set[str] = set()
-    for ts, etype, wf, lead in rows:
-        stats.add(etype, wf, ts.astimezone(UTC).date(), 1)
-        if lead:
-            edge_leads.add(lead)
+            qs = qs.filter(hour__lt=hi)
+        for etype, wf, day, n in qs.values_list(*columns).annotate(n=Sum("count")):
+            stats.add(etype, wf, day, n)
 
-    # Distinct leads: by whole days from the lead-day rollup, plus the unsealed tail.
+    row_columns = ("timestamp", "event_type", "workflow", "lead_public_id")
+    # The edges: partial hours, counted from the rows whether sealed or not. An
+    # edge lies within one hour, hence one UTC day, so SQL can do the grouping.
+    for lo, hi in raw:
+        if lo is not None and hi is not None and lo >= hi:
+            continue
+        qs = by_workflow(AuditEvent.objects.order_by())
+        if lo is not None:
+            qs = qs.filter(timestamp__gte=lo)
+        if hi is not None:
+            qs = qs.filter(timestamp__lt=hi)
+        day = (lo or hi).astimezone(UTC).date()  # type: ignore[union-attr]
+        for etype, wf, n in qs.values_list("event_type", "workflow").annotate(n=Count("id")):
+            stats.add(etype, wf, day, n)
+    # The tail: events no seal has counted yet, found by id alone (a time filter
+    # here would tempt the planner into scanning the timestamp index), then kept
+    # if they fall in the part of the range the rollups answered.
+    unsealed = Q(id__gt=high_water)
+    for lo, hi, _seen in gaps:
+        unsealed |= Q(id__range=(lo, hi))
+    tail_leads: set[str] = set()
+    rolled_lo, rolled_hi = h0, h1
+    if hourly or daily is not None:
+        # order_by(): the model's default ordering would walk the timestamp index.
+        tail = by_workflow(AuditEvent.objects.filter(unsealed)).order_by()
+        for ts, etype, wf, lead in tail.values_list(*row_columns):
+            if (rolled_lo is None or ts >= rolled_lo) and (rolled_hi is None or ts < rolled_hi):
+                stats.add(etype, wf, ts.astimezone(UTC).date(), 1)
+                if lead:
+                    tail_leads.add(lead)
+
+    if with_leads:
+        stats.leads_processed = _distinct_leads(workflow, since, until, tail_leads)
+    return stats
+
+
+def _distinct_leads(
+    workflow: str | None, since: datetime | None, until: datetime | None, unsealed: set[str]
+) -> int:
+    """Leads with events in the range, by whole UTC days: sealed events are in the
+    lead-day rollup, and leads seen only in unsealed events are added."""
     lead_days = AuditLeadDay.objects.all()
     if workflow is not None:
         lead_days = lead_days.filter(workflow=workflow)
@@ -189,12 +244,10 @@ def statistics(
         lead_days = lead_days.filter(day__gte=since.astimezone(UTC).date())
     if until:
         lead_days = lead_days.filter(day__lte=until.astimezone(UTC).date())
-    known = lead_days.values("lead_public_id").distinct()
-    stats.leads_processed = known.count()
-    extra = (tail_leads | edge_leads) - set(
-        lead_days.filter(lead_public_id__in=tail_leads | edge_leads).values_list(
-            "lead_public_id", flat=True
+    count = lead_days.values("lead_public_id").distinct().count()
+    if unsealed:
+        known = set(
+            lead_days.filter(lead_public_id__in=unsealed).values_list("lead_public_id", flat=True)
         )
-    )
-    stats.leads_processed += len(extra)
-    return stats
+        count += len(unsealed - known)
+    return count

@@ -257,6 +257,11 @@ def lead_qualify(*, lead: Lead, config: Mapping[str, Any], actor: str = "system"
         workflow=lead.workflow.name if lead.workflow else "",
         details=result.as_details(),
     )
+    if lead.status == Lead.Status.DISQUALIFIED:
+        # A lead re-qualified as disqualified stops getting follow-ups.
+        from leads.email.services import lead_disqualified
+
+        lead_disqualified(lead=lead, actor=actor or "system")
     return result
 
 

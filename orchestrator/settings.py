@@ -85,7 +85,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": envint("SQLITE_BUSY_TIMEOUT", 30),
         # WAL lets readers run beside the writer; synchronous=FULL keeps every
         # committed audit event on disk across a power loss.
-        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;",
+        "init_command": (
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; "
+            # Index pages of a large audit table stay in memory between writes.
+            "PRAGMA cache_size=-65536; PRAGMA mmap_size=268435456;"
+        ),
     }
     # A file, not :memory:, so tests can start writer processes on the same
     # database; named by process so two test runs on one checkout do not clash.
@@ -111,6 +115,17 @@ RATELIMIT_IP_META_KEY = envstr("RATELIMIT_IP_META_KEY") or None
 # --- Lead intake ------------------------------------------------------------------------
 LEADS_API_RATE = envstr("LEADS_API_RATE", "120/m")  # per API key
 LEADS_FORM_RATE = envstr("LEADS_FORM_RATE", "10/m")  # public form, per client IP
+
+# --- Follow-up emails ---------------------------------------------------------------
+# Where the unsubscribe, open and click links point (this site's public URL).
+FOLLOWUPS_BASE_URL = envstr("FOLLOWUPS_BASE_URL", "http://localhost:8000")
+# Domain for Message-IDs (default: the sender's domain).
+FOLLOWUPS_MESSAGE_ID_DOMAIN = envstr("FOLLOWUPS_MESSAGE_ID_DOMAIN", "")
+# A mailto: unsubscribe address; it must reach an inbox the poll reads.
+FOLLOWUPS_UNSUBSCRIBE_MAILTO = envstr("FOLLOWUPS_UNSUBSCRIBE_MAILTO", "")
+FOLLOWUPS_MAX_ATTEMPTS = envint("FOLLOWUPS_MAX_ATTEMPTS", 10)
+FOLLOWUPS_RETRY_BASE_SECONDS = envint("FOLLOWUPS_RETRY_BASE_SECONDS", 60)
+FOLLOWUPS_TRACKING_MAX_AGE_DAYS = envint("FOLLOWUPS_TRACKING_MAX_AGE_DAYS", 180)
 
 # --- Background tasks ------------------------------------------------------------
 TASKS = {
