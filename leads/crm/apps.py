@@ -6,3 +6,8 @@ class CrmConfig(AppConfig):
     label = "crm"
     default_auto_field = "django.db.models.BigAutoField"
     verbose_name = "CRM sync"
+
+    def ready(self) -> None:
+        from orchestrator.steps import register_step
+
+        register_step("crm_sync", "leads.crm.steps.CrmSyncStep")

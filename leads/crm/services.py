@@ -1,0 +1,265 @@
+"""Writes for CRM sync. Each sync's state change and audit event commit together.
+
+The HTTP calls run outside any transaction (a slow CRM must not hold a
+database lock); the CrmRecord row is claimed first with a conditional UPDATE
+(a lease), so a task and a `sync_crm` run never push the same lead at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from datetime import timedelta
+from threading import Event
+
+from django.db import transaction
+from django.db.models import Q, QuerySet
+from django.utils import timezone
+
+from audit.services import record_event
+from leads.crm.base import BaseConnector, CrmError, CrmNotFound, Upsert
+from leads.crm.models import CrmConnection, CrmRecord
+from leads.crm.registry import get_connector
+from leads.models import Lead
+
+log = logging.getLogger(__name__)
+
+# Failed syncs (each already retried inside the connector) before a record
+# stops being retried on its own and waits for `sync_crm --retry-failed`.
+MAX_ATTEMPTS = 5
+RETRY_BASE = timedelta(minutes=2)  # doubles per failed sync
+RETRY_MAX = timedelta(hours=6)
+# Longer than the slowest sync the retry policy allows (attempts x (timeout +
+# wait)), so a lease never lapses while its holder is still talking to the CRM.
+LEASE = timedelta(minutes=15)
+STEP_KIND = "crm_sync"
+
+Status = CrmRecord.Status
+
+
+def _claim(record: CrmRecord) -> bool:
+    now = timezone.now()
+    claimed = (
+        CrmRecord.objects.filter(pk=record.pk)
+        .filter(Q(locked_until__isnull=True) | Q(locked_until__lt=now))
+        .update(locked_until=now + LEASE)
+    )
+    return claimed == 1
+
+
+def _release(record: CrmRecord) -> None:
+    CrmRecord.objects.filter(pk=record.pk).update(locked_until=None)
+
+
+def retry_delay(attempts: int) -> timedelta:
+    return min(RETRY_MAX, RETRY_BASE * 2 ** max(attempts - 1, 0))
+
+
+def crm_sync_lead(
+    *,
+    lead: Lead,
+    connection: CrmConnection,
+    connector: BaseConnector | None = None,
+    force: bool = False,
+) -> CrmRecord:
+    """Create or update the lead's contact in one CRM; return its CrmRecord.
+
+    A record already synced since the lead last changed is left alone unless
+    `force`. Success records crm_create or crm_update; failure records an
+    error event, counts an attempt and schedules the next one, or marks the
+    record as needing attention when the error is permanent or the attempts
+    are used up. Raises nothing for a CRM failure: read the record's status.
+    """
+    record, _ = CrmRecord.objects.get_or_create(lead=lead, connection=connection)
+    if (
+        not force
+        and record.status == Status.SYNCED
+        and record.last_synced_at
+        and record.last_synced_at >= lead.updated_at
+    ):
+        return record
+    if not _claim(record):
+        log.info("CRM record %s is being synced by another worker; skipped", record.pk)
+        return record
+    started = time.perf_counter()
+    try:
+        if connector is None:
+            connector = get_connector(connection)
+        result = _push(connector, record, lead)
+    except CrmError as exc:
+        return _record_failure(record, lead, connection, exc, connector)
+    except BaseException:
+        # A bug, not a CRM answer: free the record for the next run and let
+        # the task fail with the traceback.
+        _release(record)
+        raise
+    latency_ms = round((time.perf_counter() - started) * 1000)
+    return _record_success(record, lead, connection, result, latency_ms, connector)
+
+
+def _push(connector: BaseConnector, record: CrmRecord, lead: Lead) -> Upsert:
+    if record.external_id:
+        try:
+            connector.update(record.external_id, lead)
+            return Upsert(record.external_id, created=False)
+        except CrmNotFound:
+            # Deleted or merged away in the CRM: find or create it again.
+            log.warning("CRM contact %s is gone; upserting lead %s", record.external_id, lead.pk)
+    return connector.upsert(lead)
+
+
+def _details(connection: CrmConnection, connector: BaseConnector | None) -> dict:
+    return {
+        "crm_type": connection.kind,
+        "connection": connection.name,
+        "http_attempts": connector.attempt if connector else 0,
+        "http_calls": connector.calls if connector else 0,
+    }
+
+
+def _record_success(
+    record: CrmRecord,
+    lead: Lead,
+    connection: CrmConnection,
+    result: Upsert,
+    latency_ms: int,
+    connector: BaseConnector | None,
+) -> CrmRecord:
+    now = timezone.now()
+    with transaction.atomic():
+        record.external_id = result.external_id
+        record.status = Status.SYNCED
+        record.attempts = 0
+        record.last_error = ""
+        record.last_synced_at = now
+        record.next_attempt_at = None
+        record.locked_until = None
+        record.save()
+        record_event(
+            event_type="crm_create" if result.created else "crm_update",
+            lead=lead,
+            workflow=_workflow_name(lead),
+            details={
+                **_details(connection, connector),
+                # "crm_record_id" is the key the legacy log used for the same id.
+                "crm_record_id": result.external_id,
+                "external_id": result.external_id,
+                "latency_ms": latency_ms,
+            },
+        )
+    return record
+
+
+def _record_failure(
+    record: CrmRecord,
+    lead: Lead,
+    connection: CrmConnection,
+    exc: CrmError,
+    connector: BaseConnector | None,
+) -> CrmRecord:
+    now = timezone.now()
+    with transaction.atomic():
+        record.refresh_from_db()
+        record.attempts += 1
+        gave_up = exc.permanent or record.attempts >= MAX_ATTEMPTS
+        record.status = Status.NEEDS_ATTENTION if gave_up else Status.FAILED
+        record.next_attempt_at = None if gave_up else now + retry_delay(record.attempts)
+        record.last_error = f"{type(exc).__name__}: {exc}"[:2000]
+        record.locked_until = None
+        record.save()
+        record_event(
+            event_type="error",
+            exc=exc,
+            lead=lead,
+            workflow=_workflow_name(lead),
+            details={
+                **_details(connection, connector),
+                "stage": STEP_KIND,
+                "permanent": exc.permanent,
+                "status_code": exc.status,
+                "attempt": record.attempts,
+                "gave_up": gave_up,
+                "record_status": record.status,
+            },
+        )
+    log.warning("CRM sync of lead %s to %s failed: %s", lead.pk, connection.name, exc)
+    return record
+
+
+def _workflow_name(lead: Lead) -> str:
+    return lead.workflow.name if lead.workflow_id else ""
+
+
+# --- Batches (sync_crm) ---------------------------------------------------------------
+
+
+def crm_queue_missing(*, connection: CrmConnection) -> int:
+    """Pending records for routed leads whose workflow syncs to this connection but
+    that have no record yet (their task never ran: no worker, or it was lost)."""
+    from orchestrator.models import Workflow
+
+    workflows = [
+        wf.pk
+        for wf in Workflow.objects.all()
+        if any(
+            step.get("kind") == STEP_KIND and step.get("connection") == connection.name
+            for step in (wf.config or {}).get("steps", [])
+        )
+    ]
+    if not workflows:
+        return 0
+    leads = (
+        Lead.objects.filter(workflow__in=workflows, owner__isnull=False)
+        .exclude(crm_records__connection=connection)
+        .values_list("pk", flat=True)
+    )
+    records = [CrmRecord(lead_id=pk, connection=connection) for pk in leads]
+    CrmRecord.objects.bulk_create(records, ignore_conflicts=True)
+    return len(records)
+
+
+def due_records(*, connection: CrmConnection, retry_failed: bool = False) -> QuerySet[CrmRecord]:
+    """Records to sync now: pending, failed and due, and with retry_failed also
+    those needing attention (and failed ones not yet due)."""
+    now = timezone.now()
+    due = Q(status=Status.PENDING) | Q(status=Status.FAILED, next_attempt_at__lte=now)
+    if retry_failed:
+        due |= Q(status__in=[Status.FAILED, Status.NEEDS_ATTENTION])
+    return (
+        CrmRecord.objects.filter(due, connection=connection)
+        .filter(Q(locked_until__isnull=True) | Q(locked_until__lt=now))
+        .select_related("lead__workflow")
+        .order_by("next_attempt_at", "pk")
+    )
+
+
+def crm_sync_due(
+    *,
+    connection: CrmConnection,
+    retry_failed: bool = False,
+    limit: int | None = None,
+    stop: Event | None = None,
+) -> Counter:
+    """Sync the connection's due records inline, one at a time; return counts by status."""
+    counts: Counter = Counter()
+    counts["queued"] = crm_queue_missing(connection=connection)
+    records = list(due_records(connection=connection, retry_failed=retry_failed)[:limit])
+    if not records:
+        return counts
+    try:
+        # One connector, so the whole pass shares its HTTP session.
+        connector = get_connector(connection)
+    except CrmError as exc:
+        for record in records:
+            _record_failure(record, record.lead, connection, exc, None)
+        counts[Status.NEEDS_ATTENTION] += len(records)
+        return counts
+    for record in records:
+        if stop is not None and stop.is_set():
+            break
+        result = crm_sync_lead(
+            lead=record.lead, connection=connection, connector=connector, force=True
+        )
+        counts[result.status] += 1
+    return counts
