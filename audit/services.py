@@ -186,17 +186,11 @@ def record_event(**kwargs: Any) -> AuditEvent:
     Raises AuditValidationError or UnknownEventType on bad input.
     """
     event = build_event(**kwargs)
-    if event.lead is None and event.lead_public_id:
-        event.lead_id = _lead_pk(event.lead_public_id)
+    # Given only a public id, the foreign key stays empty: history is keyed by
+    # lead_public_id, and a lookup here would double the cost of a write.
     event.save()
     transaction.on_commit(partial(mirror_events, [event]), robust=True)
     return event
-
-
-def _lead_pk(public_id: str) -> int | None:
-    from leads.models import Lead
-
-    return Lead.objects.filter(public_id=public_id).values_list("pk", flat=True).first()
 
 
 def insert_events(
