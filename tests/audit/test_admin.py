@@ -72,3 +72,13 @@ def test_home_leads_to_the_audit_trail(admin_client, db):
     response = admin_client.get("/")
     assert response.status_code == 302
     assert response["Location"] == CHANGELIST
+
+
+def test_pages_carry_a_content_security_policy_without_unsafe_inline(admin_client, db):
+    response = admin_client.get(CHANGELIST)
+    policy = response.headers["Content-Security-Policy"]
+    assert "default-src 'self'" in policy
+    assert "frame-ancestors 'none'" in policy
+    assert "unsafe-inline" not in policy
+    assert "SENTINEL" not in policy
+    assert "'nonce'" not in policy
