@@ -16,7 +16,7 @@ from leads.models import LeadSource
 from leads.services import lead_create
 
 # The Dovecot fixtures of the inbox tests, for reply and bounce detection.
-from tests.leads.conftest import dovecot, dovecot_server  # noqa: F401
+from tests.leads.conftest import dovecot, dovecot_server, make_inbox_source  # noqa: F401
 
 BASE_URL = "http://testserver"
 

@@ -58,33 +58,16 @@ def hubspot():
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_a_lead_from_api_post_to_reply(
-    settings, client, hubspot, smtp, dovecot, monkeypatch, django_user_model
+    settings, client, hubspot, smtp, dovecot, make_inbox_source, monkeypatch, django_user_model
 ):
     settings.ROOT_URLCONF = "orchestrator.urls"
     monkeypatch.setenv("E2E_HUBSPOT_TOKEN", "pat-e2e")
-    monkeypatch.setenv("E2E_IMAP_USER", dovecot.user)
-    monkeypatch.setenv("E2E_IMAP_PASSWORD", dovecot.password)
 
     workflow = Workflow.objects.create(name="sales", config=WORKFLOW)
     web = LeadSource.objects.create(
         name="Website", slug="website", kind="web_form", workflow=workflow
     )
-    inbox = LeadSource.objects.create(
-        name="Sales inbox",
-        slug="sales-inbox",
-        kind="email_inbox",
-        workflow=workflow,
-        options={
-            "inbox": {
-                "host": dovecot.host,
-                "port": dovecot.port,
-                "security": "plain",
-                "username_env": "E2E_IMAP_USER",
-                "password_env": "E2E_IMAP_PASSWORD",
-                "processed_folder": "Processed",
-            }
-        },
-    )
+    inbox = make_inbox_source(workflow=workflow)
     team = Team.objects.create(slug="sales", name="Sales")
     owner = django_user_model.objects.create_user("olivia", email="olivia@example.test")
     TeamMember.objects.create(team=team, user=owner)

@@ -12,12 +12,9 @@ from leads.email import services
 from leads.email.models import OutboundEmail
 from leads.email.services import cancel, enroll, lead_disqualified, send_due
 from leads.inbox import poll_source
-from leads.models import InboxMessage, Lead, LeadSource
+from leads.models import InboxMessage, Lead
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-USER_ENV = "TEST_IMAP_USER"
-PASSWORD_ENV = "TEST_IMAP_PASSWORD"
 
 
 def events(event_type):
@@ -25,26 +22,8 @@ def events(event_type):
 
 
 @pytest.fixture
-def inbox(dovecot, monkeypatch):
-    monkeypatch.setenv(USER_ENV, dovecot.user)
-    monkeypatch.setenv(PASSWORD_ENV, dovecot.password)
-    return LeadSource.objects.create(
-        name="Sales inbox",
-        slug="sales-inbox",
-        kind=LeadSource.Kind.EMAIL_INBOX,
-        options={
-            "inbox": {
-                "host": dovecot.host,
-                "port": dovecot.port,
-                "security": "plain",
-                "username_env": USER_ENV,
-                "password_env": PASSWORD_ENV,
-                "processed_folder": "Processed",
-                "failed_folder": "Failed",
-                "timeout": 10,
-            }
-        },
-    )
+def inbox(make_inbox_source):
+    return make_inbox_source(failed_folder="Failed")
 
 
 @pytest.fixture

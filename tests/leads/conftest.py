@@ -255,3 +255,32 @@ def dovecot(dovecot_server: Dovecot) -> Dovecot:
     """The session's Dovecot, with an empty mailbox."""
     dovecot_server.reset()
     return dovecot_server
+
+
+@pytest.fixture
+def make_inbox_source(dovecot, monkeypatch):
+    """An email_inbox LeadSource reading the Dovecot fixture's mailbox."""
+    from leads.models import LeadSource
+
+    def make(*, slug: str = "sales-inbox", workflow=None, **inbox: object) -> LeadSource:
+        monkeypatch.setenv("TEST_IMAP_USER", dovecot.user)
+        monkeypatch.setenv("TEST_IMAP_PASSWORD", dovecot.password)
+        options = {
+            "host": dovecot.host,
+            "port": dovecot.port,
+            "security": "plain",
+            "username_env": "TEST_IMAP_USER",
+            "password_env": "TEST_IMAP_PASSWORD",
+            "processed_folder": "Processed",
+            "timeout": 10,
+            **inbox,
+        }
+        return LeadSource.objects.create(
+            name="Sales inbox",
+            slug=slug,
+            kind=LeadSource.Kind.EMAIL_INBOX,
+            workflow=workflow,
+            options={"inbox": options},
+        )
+
+    return make

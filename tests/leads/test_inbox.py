@@ -64,26 +64,10 @@ def message_ids(dovecot, folder):
 
 
 @pytest.fixture
-def source(dovecot, monkeypatch, transactional_db):
-    monkeypatch.setenv(USER_ENV, dovecot.user)
-    monkeypatch.setenv(PASSWORD_ENV, dovecot.password)
-    return LeadSource.objects.create(
-        name="Sales inbox",
-        slug="sales-inbox",
-        kind=LeadSource.Kind.EMAIL_INBOX,
-        options={
-            "inbox": {
-                "host": dovecot.host,
-                "port": dovecot.port,
-                "security": "plain",
-                "username_env": USER_ENV,
-                "password_env": PASSWORD_ENV,
-                "processed_folder": "Processed",
-                "failed_folder": "Failed",
-                "timeout": 10,
-                "parse": {"key_value": True, "field_aliases": {"Firma": "company"}},
-            }
-        },
+def source(make_inbox_source, transactional_db):
+    return make_inbox_source(
+        failed_folder="Failed",
+        parse={"key_value": True, "field_aliases": {"Firma": "company"}},
     )
 
 
