@@ -6,6 +6,7 @@ written only after commit.
 """
 
 import contextlib
+import json
 import re
 import traceback as tb
 import uuid
@@ -15,7 +16,7 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from audit.mirror import mirror_events
@@ -188,9 +189,63 @@ def record_event(**kwargs: Any) -> AuditEvent:
     event = build_event(**kwargs)
     # Given only a public id, the foreign key stays empty: history is keyed by
     # lead_public_id, and a lookup here would double the cost of a write.
-    event.save()
+    if connection.vendor == "sqlite":
+        _insert_sqlite(event)
+    else:
+        event.save()
     transaction.on_commit(partial(mirror_events, [event]), robust=True)
     return event
+
+
+_SQLITE_COLUMNS = (
+    "uuid",
+    "timestamp",
+    "event_type",
+    "actor",
+    "lead_id",
+    "lead_public_id",
+    "workflow",
+    "correlation_id",
+    "details",
+    "error_type",
+    "error_message",
+    "traceback",
+    "mac",
+)
+_SQLITE_INSERT = (
+    f"INSERT INTO audit_auditevent ({', '.join(_SQLITE_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(_SQLITE_COLUMNS))}) RETURNING id"
+)
+
+
+def _insert_sqlite(event: AuditEvent) -> None:
+    """The one write every pipeline step makes, on SQLite's own cursor.
+
+    Model.save() spent half the time of a durable write (0.6 of 1.2 ms,
+    measured) preparing a statement that never changes. Values are adapted
+    the way Django stores them (test_fast_insert_matches_the_orm checks it);
+    the statement runs in whatever transaction Django has open.
+    """
+    connection.ensure_connection()
+    params = (
+        event.uuid.hex,
+        connection.ops.adapt_datetimefield_value(event.timestamp),
+        event.event_type,
+        event.actor,
+        event.lead_id,
+        event.lead_public_id,
+        event.workflow,
+        event.correlation_id,
+        json.dumps(event.details),
+        event.error_type,
+        event.error_message,
+        event.traceback,
+        event.mac,
+    )
+    with connection.wrap_database_errors:
+        event.id = connection.connection.execute(_SQLITE_INSERT, params).fetchone()[0]
+    event._state.adding = False
+    event._state.db = connection.alias
 
 
 def insert_events(

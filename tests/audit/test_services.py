@@ -175,3 +175,42 @@ def test_uuid_is_unique():
     with pytest.raises(IntegrityError), transaction.atomic():
         copy.save()
     assert isinstance(event.uuid, uuid.UUID)
+
+
+@pytest.mark.django_db
+def test_fast_insert_matches_the_orm():
+    """record_event's SQLite fast path stores exactly what Model.save() would."""
+    from audit.services import build_event
+
+    when = datetime(2026, 3, 1, 12, 0, 0, 0, tzinfo=UTC)  # no microseconds: a formatting edge
+    kwargs = {
+        "event_type": "lead_routed",
+        "actor": "user:ann",
+        "lead_id": "LEAD-000007",
+        "workflow": "sales",
+        "correlation_id": "c-1",
+        "details": {"ünïcode": "✓", "n": [1, 2.5, None], "nested": {"b": True}},
+        "timestamp": when,
+    }
+    fast = record_event(**kwargs)
+    slow = build_event(**kwargs)
+    slow.save()
+    a, b = AuditEvent.objects.get(pk=fast.pk), AuditEvent.objects.get(pk=slow.pk)
+    for field in [
+        "timestamp",
+        "event_type",
+        "actor",
+        "lead_public_id",
+        "workflow",
+        "correlation_id",
+        "details",
+        "error_type",
+        "error_message",
+        "traceback",
+    ]:
+        assert getattr(a, field) == getattr(b, field), field
+    assert a.uuid == fast.uuid
+    assert mac_of(a) == a.mac
+    assert AuditEvent.objects.filter(timestamp=when).count() == 2
+    assert AuditEvent.objects.filter(uuid=fast.uuid).exists()
+    assert fast._state.adding is False
