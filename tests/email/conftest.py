@@ -1,5 +1,6 @@
 """A real SMTP server (aiosmtpd) on loopback, sequences and leads for the follow-up tests."""
 
+import asyncio
 import email
 import email.policy
 import socket
@@ -43,6 +44,8 @@ class Recorder:
     data_replies: list[str] = field(default_factory=list)
     # Recipient -> reply for RCPT TO, e.g. {"gone@example.com": "550 5.1.1 No such user"}.
     rcpt_replies: dict[str, str] = field(default_factory=dict)
+    # Seconds to take over each DATA, like a real server does (lets concurrency show).
+    data_delay: float = 0.0
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if address in self.rcpt_replies:
@@ -51,6 +54,8 @@ class Recorder:
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
+        if self.data_delay:
+            await asyncio.sleep(self.data_delay)
         if self.data_replies:
             return self.data_replies.pop(0)
         msg = email.message_from_bytes(envelope.content, policy=email.policy.default)

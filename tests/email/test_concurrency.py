@@ -41,6 +41,8 @@ def test_four_concurrent_senders_deliver_200_emails_exactly_once(smtp, make_lead
     for _ in range(N_EMAILS):
         enroll(lead=make_lead(), sequence=one_step)
 
+    # 200 x 20 ms keeps the first sender busy long enough for the others to start.
+    smtp.recorder.data_delay = 0.02
     procs = [start_sender(smtp.port) for _ in range(N_SENDERS)]
     outs = [p.communicate(timeout=300) for p in procs]
 
