@@ -199,7 +199,9 @@ def _check_rate(
     """
     usage = get_usage(request, group=group, key=key, rate=rate, increment=True)
     if usage and usage["should_limit"]:
-        retry_after = max(1, usage["time_left"])
+        # django-ratelimit's window still includes its end second, so the
+        # first request that gets through comes one second after time_left.
+        retry_after = max(1, usage["time_left"] + 1)
         raise ApiError(
             429,
             f"Too many requests; retry in {retry_after} seconds.",

@@ -1,15 +1,31 @@
 import json
 import threading
+from datetime import UTC, datetime
 from urllib.parse import urlencode
 
 import pytest
 import requests
+import time_machine
 from django.core.cache import cache
 from django.urls import reverse
 
 from audit.models import AuditEvent
 from leads.apikeys import api_key_create, api_key_revoke
 from leads.models import IdempotencyRecord, Lead, LeadSource
+
+# A fixed instant, so the rate-limit window (and so Retry-After) is the same every run.
+START = datetime(2026, 5, 4, 10, 0, 17, tzinfo=UTC)
+
+
+def assert_retry_after_is_honest(clock, response, send):
+    """Retry-After says when the next request gets through: not a second earlier."""
+    wait = int(response.headers["Retry-After"])
+    assert f"retry in {wait} seconds" in response.json()["errors"]["non_field_errors"][0]
+    clock.shift(wait - 1)
+    assert send().status_code == 429
+    clock.shift(1)
+    assert send().status_code in (200, 201)
+
 
 API_URL = reverse("leads:api-leads")
 FORM_URL = reverse("leads:public-form", args=["website"])
@@ -363,15 +379,18 @@ def test_api_is_rate_limited_per_key_with_retry_after(client, web_source, settin
     settings.LEADS_API_RATE = "3/m"
     _, raw = api_key_create(source=web_source, name="busy")
     _, other = api_key_create(source=web_source, name="quiet")
-    for i in range(3):
-        assert post_api(client, {"email": f"a{i}@example.com"}, raw).status_code == 201
-    response = post_api(client, {"email": "late@example.com"}, raw)
-    assert response.status_code == 429
-    assert 1 <= int(response.headers["Retry-After"]) <= 60
-    assert "Too many requests" in response.json()["errors"]["non_field_errors"][0]
-    assert not Lead.objects.filter(email="late@example.com").exists()
-    # Another key has its own allowance.
-    assert post_api(client, {"email": "late@example.com"}, other).status_code == 201
+    with time_machine.travel(START, tick=False) as clock:
+        for i in range(3):
+            assert post_api(client, {"email": f"a{i}@example.com"}, raw).status_code == 201
+        response = post_api(client, {"email": "late@example.com"}, raw)
+        assert response.status_code == 429
+        assert "Too many requests" in response.json()["errors"]["non_field_errors"][0]
+        assert not Lead.objects.filter(email="late@example.com").exists()
+        # Another key has its own allowance.
+        assert post_api(client, {"email": "other@example.com"}, other).status_code == 201
+        assert_retry_after_is_honest(
+            clock, response, lambda: post_api(client, {"email": "late@example.com"}, raw)
+        )
 
 
 # --- The public form --------------------------------------------------------------------------
@@ -496,20 +515,21 @@ def test_public_form_refuses_other_methods_and_types(client, web_source):
 
 def test_public_form_is_rate_limited_per_ip(client, web_source, settings):
     settings.LEADS_FORM_RATE = "2/m"
-    for i in range(2):
-        response = client.post(FORM_URL, {"email": f"a{i}@example.com"}, REMOTE_ADDR="10.0.0.1")
-        assert response.status_code == 201
-    response = client.post(FORM_URL, {"email": "late@example.com"}, REMOTE_ADDR="10.0.0.1")
-    assert response.status_code == 429
-    assert 1 <= int(response.headers["Retry-After"]) <= 60
-    # The honeypot counts too, and another address has its own allowance.
-    response = client.post(
-        FORM_URL, {"email": "x@example.com", "website": "x"}, REMOTE_ADDR="10.0.0.1"
-    )
-    assert response.status_code == 429
-    response = client.post(FORM_URL, {"email": "late@example.com"}, REMOTE_ADDR="10.0.0.2")
-    assert response.status_code == 201
-    assert Lead.objects.count() == 3
+
+    def send(email, ip="10.0.0.1", **extra):
+        return client.post(FORM_URL, {"email": email, **extra}, REMOTE_ADDR=ip)
+
+    with time_machine.travel(START, tick=False) as clock:
+        for i in range(2):
+            assert send(f"a{i}@example.com").status_code == 201
+        response = send("late@example.com")
+        assert response.status_code == 429
+        # The honeypot counts too, and another address has its own allowance.
+        assert send("x@example.com", website="x").status_code == 429
+        assert send("other@example.com", ip="10.0.0.2").status_code == 201
+        assert Lead.objects.count() == 3
+        assert_retry_after_is_honest(clock, response, lambda: send("late@example.com"))
+    assert Lead.objects.filter(email="late@example.com").exists()
 
 
 # --- Through a real server ---------------------------------------------------------------------
