@@ -667,16 +667,7 @@ def record_open(*, email_pk: int) -> bool:
             opened_at=timezone.now()
         )
         if first:
-            record_event(
-                event_type="email_opened",
-                lead=email.enrollment.lead,
-                workflow=_workflow(email.enrollment.lead),
-                details={
-                    "recipient": email.recipient,
-                    "message_id": email.message_id,
-                    "sequence_step": email.step.position,
-                },
-            )
+            _engagement_event(email, "email_opened")
     return bool(first)
 
 
@@ -690,15 +681,19 @@ def record_click(*, email_pk: int, url: str) -> str:
         OutboundEmail.objects.filter(pk=email.pk, clicked_at__isnull=True).update(clicked_at=now)
         # A click means the email was opened, pixel blocked or not.
         OutboundEmail.objects.filter(pk=email.pk, opened_at__isnull=True).update(opened_at=now)
-        record_event(
-            event_type="email_clicked",
-            lead=email.enrollment.lead,
-            workflow=_workflow(email.enrollment.lead),
-            details={
-                "recipient": email.recipient,
-                "message_id": email.message_id,
-                "sequence_step": email.step.position,
-                "url": url,
-            },
-        )
+        _engagement_event(email, "email_clicked", url=url)
     return url
+
+
+def _engagement_event(email: OutboundEmail, event_type: str, **extra: str) -> None:
+    record_event(
+        event_type=event_type,
+        lead=email.enrollment.lead,
+        workflow=_workflow(email.enrollment.lead),
+        details={
+            "recipient": email.recipient,
+            "message_id": email.message_id,
+            "sequence_step": email.step.position,
+            **extra,
+        },
+    )
