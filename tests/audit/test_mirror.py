@@ -15,6 +15,7 @@ from audit.services import record_event
 
 
 def read_lines(path):
+    assert mirror.flush(), "the mirror writer did not drain its queue"
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
@@ -50,6 +51,7 @@ def test_unwritable_mirror_is_logged_and_the_event_is_kept(settings, tmp_path, c
     with caplog.at_level(logging.ERROR, logger="audit.mirror"):
         event = record_event(event_type="lead_ingested", details={"kept": True})
         second = record_event(event_type="lead_qualified")
+        mirror.flush()
     assert AuditEvent.objects.filter(pk__in=[event.pk, second.pk]).count() == 2
     assert "audit JSON Lines mirror" in caplog.text
     # It recovers by itself once the path works again.
@@ -61,6 +63,7 @@ def test_unwritable_mirror_is_logged_and_the_event_is_kept(settings, tmp_path, c
 @pytest.mark.django_db(transaction=True)
 def test_full_disk_is_logged_and_the_event_is_kept(audit_mirror_path, caplog, monkeypatch):
     record_event(event_type="lead_ingested")  # opens the file
+    mirror.flush()
 
     def full(*args, **kwargs):
         raise OSError(28, "No space left on device")
@@ -68,6 +71,7 @@ def test_full_disk_is_logged_and_the_event_is_kept(audit_mirror_path, caplog, mo
     monkeypatch.setattr(mirror._handler.clh, "do_write", full)
     with caplog.at_level(logging.ERROR, logger="audit.mirror"):
         record_event(event_type="lead_qualified")
+        mirror.flush()
     assert AuditEvent.objects.count() == 2
     assert "No space left on device" in caplog.text
 
@@ -100,8 +104,10 @@ def test_rotates_daily(audit_mirror_path):
     day1 = datetime(2026, 11, 2, 23, 59, tzinfo=UTC)
     with time_machine.travel(day1, tick=False):
         record_event(event_type="lead_ingested")
+        mirror.flush()  # the file rotates by the time of writing
     with time_machine.travel(day1 + timedelta(minutes=2), tick=False):
         record_event(event_type="lead_qualified")
+        mirror.flush()
     mirror.close()
     folder = audit_mirror_path.parent
     rotated = [
@@ -112,3 +118,35 @@ def test_rotates_daily(audit_mirror_path):
         assert [json.loads(line)["event_type"] for line in fh] == ["lead_ingested"]
     assert [x["event_type"] for x in read_lines(audit_mirror_path)] == ["lead_qualified"]
     assert os.path.exists(audit_mirror_path)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_caller_does_not_wait_for_the_file(audit_mirror_path, monkeypatch):
+    import threading
+
+    release = threading.Event()
+    original = mirror.write_lines
+
+    def slow(lines, **kwargs):
+        release.wait(10)
+        original(lines, **kwargs)
+
+    monkeypatch.setattr(mirror, "write_lines", slow)
+    record_event(event_type="lead_ingested")  # returns although the file write is held
+    assert not mirror.flush(timeout=0.05)
+    release.set()
+    assert [x["event_type"] for x in read_lines(audit_mirror_path)] == ["lead_ingested"]
+
+
+def test_a_process_writes_its_queued_lines_before_it_exits(run_python, tmp_path):
+    path = tmp_path / "sub" / "audit.log"
+    proc = run_python(
+        "from audit.services import record_event\n"
+        "for i in range(200):\n"
+        "    record_event(event_type='lead_routed', details={'i': i})\n",
+        env={"AUDIT_JSONL_PATH": str(path)},
+    )
+    assert proc.wait() == 0, proc.stderr.read() if proc.stderr else ""
+    assert [json.loads(x)["details"]["i"] for x in path.read_text().splitlines()] == list(
+        range(200)
+    )

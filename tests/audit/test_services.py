@@ -5,6 +5,7 @@ from datetime import UTC, datetime
 import pytest
 from django.db import transaction
 
+from audit.mirror import mirror
 from audit.models import AppendOnlyError, AuditEvent
 from audit.services import AuditValidationError, audit_context, record_event
 from audit.signing import mac_of
@@ -13,6 +14,7 @@ from leads.services import lead_create
 
 
 def mirror_lines(path):
+    mirror.flush()
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines()]
