@@ -64,6 +64,9 @@ class AuditEvent(AppendOnlyModel):
     error_type = models.CharField(max_length=200, blank=True, default="")
     error_message = models.TextField(blank=True, default="")
     traceback = models.TextField(blank=True, default="")
+    # Groups equal errors (audit.fingerprints); derived from the error fields,
+    # so outside the MAC. Empty for events without an error.
+    fingerprint = models.CharField(max_length=16, blank=True, default="")
     # HMAC-SHA256 of the event's content under AUDIT_SIGNING_KEY (see audit.signing).
     mac = models.CharField(max_length=64)
 
@@ -78,6 +81,18 @@ class AuditEvent(AppendOnlyModel):
             models.Index(fields=["workflow", "-timestamp", "-id"], name="audit_workflow_ts"),
             models.Index(fields=["actor", "-timestamp", "-id"], name="audit_actor_ts"),
             models.Index(fields=["correlation_id", "-timestamp"], name="audit_correlation_ts"),
+            # Errors are a small share of events: partial indexes keep the
+            # error pages and alerts off the big indexes.
+            models.Index(
+                fields=["-timestamp", "fingerprint"],
+                name="audit_error_ts",
+                condition=~models.Q(fingerprint=""),
+            ),
+            models.Index(
+                fields=["fingerprint", "-timestamp"],
+                name="audit_fingerprint_ts",
+                condition=~models.Q(fingerprint=""),
+            ),
         ]
 
     def __str__(self) -> str:

@@ -19,6 +19,7 @@ from typing import Any
 from django.db import connection, transaction
 from django.utils import timezone
 
+from audit.fingerprints import fingerprint
 from audit.mirror import mirror_events
 from audit.models import AuditEvent
 from audit.signing import canonical_json, event_mac, normalize_json
@@ -159,6 +160,9 @@ def build_event(
         error_type=error_type,
         error_message=error_message,
         traceback=traceback,
+        fingerprint=fingerprint(
+            error_type=error_type, error_message=error_message, traceback=traceback
+        ),
     )
     event.mac = event_mac(
         uuid=str(event_uuid),
@@ -210,6 +214,7 @@ _SQLITE_COLUMNS = (
     "error_type",
     "error_message",
     "traceback",
+    "fingerprint",
     "mac",
 )
 _SQLITE_INSERT = (
@@ -240,6 +245,7 @@ def _insert_sqlite(event: AuditEvent) -> None:
         event.error_type,
         event.error_message,
         event.traceback,
+        event.fingerprint,
         event.mac,
     )
     with connection.wrap_database_errors:

@@ -1,11 +1,16 @@
 from django.contrib import admin
+from django.contrib.auth import views as auth_views
 from django.urls import include, path
-from django.views.generic import RedirectView
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path(
+        "accounts/login/",
+        auth_views.LoginView.as_view(redirect_authenticated_user=False),
+        name="login",
+    ),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("", include("leads.urls")),
     path("", include("leads.email.urls")),
-    # The dashboard grows here; until then staff land on the audit trail.
-    path("", RedirectView.as_view(pattern_name="admin:audit_auditevent_changelist")),
+    path("", include("orchestrator.dashboard_urls")),
 ]

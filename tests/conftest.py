@@ -120,3 +120,45 @@ def pipeline(db, django_user_model):
         "emea": emea,
         "americas": americas,
     }
+
+
+# --- dashboard users -----------------------------------------------------------------
+
+
+def _user_with_role(django_user_model, username: str, role: str | None):
+    from django.contrib.auth.models import Group
+
+    user = django_user_model.objects.create_user(username=username, password="pw-" + username)
+    if role:
+        user.groups.add(Group.objects.get(name=role))
+    return user
+
+
+@pytest.fixture
+def auditor(db, django_user_model):
+    return _user_with_role(django_user_model, "audrey", "Auditor")
+
+
+@pytest.fixture
+def operator(db, django_user_model):
+    return _user_with_role(django_user_model, "oscar", "Operator")
+
+
+@pytest.fixture
+def norole(db, django_user_model):
+    return _user_with_role(django_user_model, "nobody", None)
+
+
+@pytest.fixture
+def auditor_client(client, auditor):
+    client.force_login(auditor)
+    return client
+
+
+@pytest.fixture
+def operator_client(client, operator):
+    client.force_login(operator)
+    return client
+
+
+HTMX = {"HTTP_HX_REQUEST": "true"}

@@ -1,0 +1,53 @@
+"""What every dashboard view shares: the period, the page-or-fragment render, bad input."""
+
+from typing import Any
+from urllib.parse import urlencode
+
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+
+from orchestrator.periods import PRESETS, Period, period_from_request
+
+
+class UserInputError(ValueError):
+    """Bad input from the dashboard user; the middleware answers 400 with this message."""
+
+
+def get_period(request: HttpRequest) -> Period:
+    from orchestrator.periods import PeriodError
+
+    try:
+        return period_from_request(request)
+    except PeriodError as exc:
+        raise UserInputError(str(exc)) from None
+
+
+def render_page(
+    request: HttpRequest,
+    template: str,
+    context: dict[str, Any],
+    *,
+    nav: str,
+    period: Period | None = None,
+    fragment: str | None = None,
+    status: int = 200,
+) -> HttpResponse:
+    """The full page, or only its `{% partialdef fragment %}` for an htmx request.
+
+    History restores (HX-History-Restore-Request) need the whole page, so they
+    get it.
+    """
+    htmx = getattr(request, "htmx", None)
+    if fragment and htmx and not htmx.history_restore_request and not htmx.boosted:
+        template = f"{template}#{fragment}"
+    ctx = {
+        "nav": nav,
+        "period": period,
+        "period_qs": urlencode(period.query()) if period else "",
+        "range_presets": list(PRESETS),
+        **context,
+    }
+    response = render(request, template, ctx, status=status)
+    # The same URL answers with a page or a fragment: caches must keep them apart.
+    response.headers["Vary"] = "HX-Request"
+    return response

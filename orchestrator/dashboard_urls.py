@@ -1,0 +1,27 @@
+"""Every page of the staff dashboard (each view wears viewer_required or operator_required)."""
+
+from django.urls import path
+
+from audit.views import errors, events
+from leads import views as lead_views
+from orchestrator.views import analytics, overview, workflows
+
+urlpatterns = [
+    path("", overview.overview, name="overview"),
+    path("events/", events.event_list, name="event-list"),
+    path("events/export/", events.event_export, name="event-export"),
+    path("events/<int:pk>/", events.event_detail, name="event-detail"),
+    path("errors/", errors.error_list, name="error-list"),
+    path("errors/<str:fingerprint>/", errors.error_detail, name="error-detail"),
+    path("leads/", lead_views.lead_list, name="lead-list"),
+    path("leads/<str:public_id>/", lead_views.lead_detail, name="lead-detail"),
+    path("leads/<str:public_id>/requalify/", lead_views.lead_requalify, name="lead-requalify"),
+    path("leads/<str:public_id>/retry-crm/", lead_views.lead_retry_crm, name="lead-retry-crm"),
+    path(
+        "leads/<str:public_id>/cancel-sequence/",
+        lead_views.lead_cancel_sequence,
+        name="lead-cancel-sequence",
+    ),
+    path("analytics/", analytics.analytics, name="analytics"),
+    path("workflows/", workflows.workflow_runs, name="workflow-runs"),
+]
