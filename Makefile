@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 PYTHON ?= $(shell command -v python3.12 || command -v python3)
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint format venv migrate clean bench
+.PHONY: demo test lint format venv migrate clean bench screenshots
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 12) else "Python 3.12+ is needed (found %s)" % sys.version.split()[0])'
@@ -41,7 +41,10 @@ migrate: $(STAMP)
 demo: migrate
 	DEBUG=true $(BIN)/python manage.py load_demo
 	@echo
-	@echo "Dashboard: http://127.0.0.1:8000/  (log in as demo / demo-password)"
+	@echo "Dashboard: http://127.0.0.1:8000/  Logins:"
+	@echo "  demo     / demo-password      superuser"
+	@echo "  auditor  / auditor-password   Auditor: reads everything"
+	@echo "  operator / operator-password  Operator: reads, and acts on leads"
 	@echo
 	DEBUG=true $(BIN)/python manage.py runserver 127.0.0.1:8000
 
@@ -52,6 +55,17 @@ bench: $(STAMP)
 	DATABASE_URL=$(BENCH_DB) $(BIN)/python manage.py migrate --noinput -v0
 	DATABASE_URL=$(BENCH_DB) AUDIT_JSONL_PATH=$(CURDIR)/var/bench-logs/audit.log \
 		$(BIN)/python manage.py audit_bench --events 1000000 --reuse
+
+# docs/screenshots/*.png for the README: the demo data in a throwaway database,
+# photographed by Debian's Chromium (apt-get install --no-install-recommends chromium).
+SHOTS_DB := sqlite:///$(CURDIR)/var/screenshots.sqlite3
+screenshots: $(STAMP)
+	mkdir -p var
+	rm -rf var/screenshots.sqlite3* var/screenshots-logs
+	DATABASE_URL=$(SHOTS_DB) $(BIN)/python manage.py migrate --noinput -v0
+	DATABASE_URL=$(SHOTS_DB) $(BIN)/python manage.py createcachetable
+	DATABASE_URL=$(SHOTS_DB) AUDIT_JSONL_PATH=$(CURDIR)/var/screenshots-logs/audit.log \
+		$(BIN)/python manage.py screenshots --output docs/screenshots
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache

@@ -6,4 +6,10 @@ class AuditConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from django.contrib.auth.signals import user_login_failed
+
         from audit import checks  # noqa: F401  (registers system checks)
+        from audit.services import record_login_failed
+
+        # Failed logins go into the monthly compliance report.
+        user_login_failed.connect(record_login_failed, dispatch_uid="audit_login_failed")

@@ -6,8 +6,10 @@ of several writer processes, the dashboard reads (lead history, a filtered
 page and its keyset successor, 30-day statistics), and the same reads done the
 legacy way, by scanning a JSON Lines file.
 
-Benchmark events are the ones whose workflow starts with "bench-"; the
-benchmark refuses a database holding anything else unless forced.
+Benchmark events are the ones whose workflow starts with "bench-" (and those
+the dashboard views write for the bench's own user); the benchmark refuses a
+database holding anything else unless forced. The dashboard view timings live
+in audit/bench_views.py.
 
 Models, services and selectors are imported inside the functions that use
 them: spawned writer processes import this module to find their entry point
@@ -83,6 +85,11 @@ class BenchConfig:
     reads: int = 200
     legacy_runs: int = 3
     seed: int = 1
+    # The dashboard: leads to fill, and repetitions of each page and fragment.
+    views: bool = True
+    leads: int = 100_000
+    view_reps: int = 30
+    view_profile: bool = False
 
 
 @dataclass
@@ -119,6 +126,8 @@ class BenchResult:
     reads: dict[str, dict[str, Any]] = field(default_factory=dict)
     legacy: dict[str, Any] = field(default_factory=dict)
     checks: dict[str, bool] = field(default_factory=dict)
+    lead_fill: dict[str, Any] = field(default_factory=dict)
+    views: list[dict[str, Any]] = field(default_factory=list)
 
     def target_status(self) -> dict[str, bool]:
         """PASS (True) or FAIL per target that was measured."""
@@ -137,6 +146,8 @@ class BenchResult:
             for name, (pct, limit) in TARGETS.items()
         }
         data["passed"] = self.target_status()
+        if self.views:
+            data["views_passed"] = all(v["passed"] for v in self.views if "passed" in v)
         return data
 
 
@@ -210,6 +221,23 @@ def run(config: BenchConfig, *, stream: TextIO) -> BenchResult:
         for name in ("lead_history", "page", "statistics"):
             ours = result.reads[name]["p50_ms"] / 1000
             result.legacy[f"speedup_{name}"] = round(legacy[f"{name}_p50_s"] / ours, 1)
+
+    if config.views:
+        # Last, so the view phase never changes what the phases above measured.
+        from audit import bench_views
+
+        if config.leads:
+            result.lead_fill = bench_views.fill_leads(
+                config.leads, seed=config.seed, stream=stream, log=log
+            )
+        log(f"views: every dashboard page and fragment, {config.view_reps} repetitions each")
+        result.views = bench_views.measure_views(
+            repetitions=config.view_reps,
+            seed=config.seed,
+            stream=stream,
+            log=log,
+            profile=config.view_profile,
+        )
     return result
 
 
@@ -234,9 +262,15 @@ def describe_database() -> str:
 
 
 def foreign_events_exist() -> bool:
+    from audit.bench_views import BENCH_USER
     from audit.models import AuditEvent
 
-    return AuditEvent.objects.exclude(workflow__startswith=BENCH_PREFIX).exists()
+    # The view phase's own events (an export audits itself) are not foreign.
+    return (
+        AuditEvent.objects.exclude(workflow__startswith=BENCH_PREFIX)
+        .exclude(actor=f"user:{BENCH_USER}")
+        .exists()
+    )
 
 
 # --- synthetic events -------------------------------------------------------------------
@@ -1096,4 +1130,15 @@ def format_table(result: BenchResult) -> str:
         lines.append(
             " | ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
         )
+    if result.views:
+        from audit.bench_views import format_view_table
+
+        leads = result.lead_fill
+        about = (
+            f"{leads['requested']} bench leads ({leads['inserted']} added now)"
+            if leads
+            else "lead fill skipped (--leads 0)"
+        )
+        lines += ["", f"dashboard views: server time through the test client; {about}"]
+        lines.append(format_view_table(result.views))
     return "\n".join(lines)

@@ -66,7 +66,7 @@ class AuditEvent(AppendOnlyModel):
     traceback = models.TextField(blank=True, default="")
     # Groups equal errors (audit.fingerprints); derived from the error fields,
     # so outside the MAC. Empty for events without an error.
-    fingerprint = models.CharField(max_length=16, blank=True, default="")
+    fingerprint = models.CharField(max_length=16, blank=True, default="", db_default="")
     # HMAC-SHA256 of the event's content under AUDIT_SIGNING_KEY (see audit.signing).
     mac = models.CharField(max_length=64)
 

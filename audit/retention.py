@@ -147,6 +147,31 @@ def prune(
     return result
 
 
+def retention_cutoff(*, now: datetime, days: int) -> datetime:
+    """The start of the UTC day `days` before `now`.
+
+    Whole days keep the archives tidy (one per day the schedule runs) and mean
+    no event is kept for less than `days` days.
+    """
+    day = (now - timedelta(days=days)).astimezone(UTC).date()
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
+def retention_archive_path(directory: Path, *, before: datetime) -> Path:
+    """A fresh archive file for a prune up to `before`, named after the cut-off date.
+
+    A second run on the same day only finds events that arrived late (an
+    import of old history); it gets a numbered name rather than overwriting.
+    """
+    stem = f"audit-before-{before.astimezone(UTC):%Y-%m-%d}"
+    path = directory / f"{stem}.jsonl.gz"
+    number = 1
+    while path.exists() or path.with_name(path.name + ".partial").exists():
+        number += 1
+        path = directory / f"{stem}-{number}.jsonl.gz"
+    return path
+
+
 def _drop_lead_days(rows: list[tuple]) -> None:
     """Forget lead-days that no remaining event supports."""
     for day, workflow, lead in {

@@ -6,17 +6,25 @@ sealer keeps, and only the partial hours at the edges of the range and the
 few events not sealed yet are read row by row.
 """
 
+import heapq
+import json
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from itertools import islice
+from typing import TYPE_CHECKING, Any
 
-from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models import Count, Q, QuerySet, Sum, TextField
+from django.db.models.functions import Cast
+from django.db.models.lookups import IContains
 from django.utils import timezone
 
 from audit.models import AuditEvent, AuditLeadDay, AuditRollup, AuditRollupDay, AuditSeal
 from audit.types import ERROR
+
+if TYPE_CHECKING:
+    from orchestrator.periods import Period
 
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
@@ -251,3 +259,225 @@ def _distinct_leads(
         )
         count += len(unsealed - known)
     return count
+
+
+# --- the event browser ----------------------------------------------------------------------
+
+
+def details_contains(text: str) -> Q:
+    """Events whose details JSON contains `text`, ignoring case.
+
+    The JSON is searched as text: as stored on SQLite (ASCII, non-ASCII letters
+    as \\u escapes) and as PostgreSQL renders jsonb. Both escape quotes and
+    backslashes, so the escaped spellings of `text` are matched too. Case is
+    ignored for ASCII letters on SQLite, for all letters on PostgreSQL.
+    """
+    as_text = Cast("details", TextField())
+    spellings = dict.fromkeys(
+        [text, json.dumps(text)[1:-1], json.dumps(text, ensure_ascii=False)[1:-1]]
+    )
+    condition = Q()
+    for spelling in spellings:
+        condition |= Q(IContains(as_text, spelling))
+    return condition
+
+
+def _keyset_before(events: QuerySet[AuditEvent], before: tuple[datetime, int]) -> QuerySet:
+    ts, event_id = before
+    # The plain `timestamp <= ts` gives the index scan its starting point; the OR
+    # alone would make it walk from the newest event.
+    return events.filter(Q(timestamp__lte=ts), Q(timestamp__lt=ts) | Q(id__lt=event_id))
+
+
+def event_page(
+    *,
+    events: QuerySet[AuditEvent],
+    before: tuple[datetime, int] | None = None,
+    limit: int = 50,
+    merge_types: Sequence[str] = (),
+) -> list[AuditEvent]:
+    """Up to `limit` of `events`, newest first, after the keyset cursor `before`.
+
+    With several `merge_types`, each type is read on its own (timestamp, id)
+    index range and the pages are merged: `event_type IN (...)` ordered by time
+    would make the database sort every event of those types in the range. Pass
+    them only when no other filter narrows the events better than the type.
+    """
+    if before is not None:
+        events = _keyset_before(events, before)
+    ordered = events.order_by("-timestamp", "-id")
+    if len(merge_types) < 2:
+        return list(ordered[:limit])
+    pages = [list(ordered.filter(event_type=t)[:limit]) for t in merge_types]
+    merged = heapq.merge(*pages, key=lambda e: (e.timestamp, e.id), reverse=True)
+    return list(islice(merged, limit))
+
+
+def events_after(
+    *, events: QuerySet[AuditEvent], after: tuple[datetime, int], limit: int = 100
+) -> list[AuditEvent]:
+    """Events that come after `after` (timestamp, id), newest first; the oldest `limit`
+    of them, so a live tail that fell behind catches up in order."""
+    ts, event_id = after
+    newer = events.filter(Q(timestamp__gte=ts), Q(timestamp__gt=ts) | Q(id__gt=event_id))
+    rows = list(newer.order_by("timestamp", "id")[:limit])
+    rows.reverse()
+    return rows
+
+
+@dataclass
+class EventVolume:
+    """Events per histogram bucket and type.
+
+    `complete` is False when counting from the events stopped at the scan limit:
+    the counts then cover only the newest `scanned` matching events.
+    """
+
+    buckets: list[datetime]
+    counts: dict[datetime, Counter] = field(default_factory=dict)
+    complete: bool = True
+    scanned: int | None = None
+
+    def add(self, bucket: datetime, etype: str, n: int) -> None:
+        self.counts.setdefault(bucket, Counter())[etype] += n
+
+    def by_type(self) -> Counter:
+        total: Counter = Counter()
+        for per_type in self.counts.values():
+            total.update(per_type)
+        return total
+
+    def series(self, types: Iterable[str] = ()) -> list[int]:
+        """Events per bucket, oldest first, of the given types (all when none given)."""
+        wanted = set(types)
+        return [
+            sum(n for t, n in self.counts.get(b, {}).items() if not wanted or t in wanted)
+            for b in self.buckets
+        ]
+
+
+def event_volume_from_rollups(*, period: "Period", workflow: str | None = None) -> EventVolume:
+    """Events per period bucket and type from the rollups, as statistics() counts them.
+
+    Whole days come from the daily rollup (when buckets are days or weeks), whole
+    hours from the hourly one, the partial hours at the edges from the events
+    (SQL-grouped, each edge lies within one hour and so one bucket), and the
+    events not sealed yet from the tail of the id sequence.
+    """
+    since, until = period.start, period.end
+    volume = EventVolume(buckets=period.buckets())
+    head = AuditSeal.objects.order_by("-number").only("high_water", "open_gaps").first()
+    high_water = head.high_water if head else 0
+    gaps = head.open_gaps if head else []
+    open_end = until > timezone.now()
+
+    h0 = _ceil_hour(since)
+    h1 = None if open_end else _floor_hour(until)
+    raw: list[tuple[datetime, datetime]] = []
+    hourly: list[tuple[datetime, datetime | None]] = []
+    daily: tuple[datetime, datetime | None] | None = None
+    if h1 is not None and h0 >= h1:
+        raw.extend([(since, h0), (h0, until)] if h0 < until else [(since, until)])
+    else:
+        raw.append((since, h0))
+        if h1 is not None:
+            raw.append((h1, until))
+        d0 = _ceil_day(h0)
+        d1 = _floor_day(h1) if h1 is not None else None
+        if period.unit == "hour" or (d1 is not None and d0 >= d1):
+            hourly.append((h0, h1))
+        else:
+            daily = (d0, d1)
+            hourly.append((h0, d0))
+            if h1 is not None and d1 is not None:
+                hourly.append((d1, h1))
+
+    def by_workflow(qs: QuerySet) -> QuerySet:
+        return qs.filter(workflow=workflow) if workflow is not None else qs
+
+    if daily is not None:
+        qs = by_workflow(AuditRollupDay.objects.filter(day__gte=daily[0].date()))
+        if daily[1] is not None:
+            qs = qs.filter(day__lt=daily[1].date())
+        rows = qs.order_by().values_list("day", "event_type").annotate(n=Sum("count"))
+        for day, etype, n in rows:
+            start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+            volume.add(period.bucket_of(start), etype, n)
+    for lo, hi in hourly:
+        if hi is not None and lo >= hi:
+            continue
+        qs = by_workflow(AuditRollup.objects.filter(hour__gte=lo))
+        if hi is not None:
+            qs = qs.filter(hour__lt=hi)
+        rows = qs.order_by().values_list("hour", "event_type").annotate(n=Sum("count"))
+        for hour, etype, n in rows:
+            volume.add(period.bucket_of(hour), etype, n)
+    for lo, hi in raw:
+        if lo >= hi:
+            continue
+        qs = by_workflow(AuditEvent.objects.filter(timestamp__gte=lo, timestamp__lt=hi))
+        bucket = period.bucket_of(lo)
+        for etype, n in qs.order_by().values_list("event_type").annotate(n=Count("id")):
+            volume.add(bucket, etype, n)
+    if hourly or daily is not None:
+        # As in statistics(): the unsealed tail found by id alone, kept when it falls
+        # in the part of the range the rollups answered.
+        unsealed = Q(id__gt=high_water)
+        for lo, hi, _seen in gaps:
+            unsealed |= Q(id__range=(lo, hi))
+        tail = by_workflow(AuditEvent.objects.filter(unsealed)).order_by()
+        for ts, etype in tail.values_list("timestamp", "event_type"):
+            if ts >= h0 and (h1 is None or ts < h1):
+                volume.add(period.bucket_of(ts), etype, 1)
+    return volume
+
+
+def event_volume_from_events(
+    *, events: QuerySet[AuditEvent], period: "Period", limit: int
+) -> EventVolume:
+    """Events per period bucket and type, counted from the newest `limit` of `events`.
+
+    For filters the rollups cannot answer (lead, correlation, actor, text): those
+    narrow the events enough to read them, and the limit bounds the work when
+    they do not.
+    """
+    volume = EventVolume(buckets=period.buckets())
+    rows = events.order_by("-timestamp", "-id").values_list("timestamp", "event_type")
+    scanned = 0
+    for ts, etype in rows[: limit + 1]:
+        if scanned == limit:
+            volume.complete = False
+            break
+        volume.add(period.bucket_of(ts), etype, 1)
+        scanned += 1
+    volume.scanned = scanned
+    return volume
+
+
+def event_by_id(*, event_id: int) -> AuditEvent | None:
+    return AuditEvent.objects.filter(id=event_id).first()
+
+
+def event_keys(*, event_ids: Iterable[int]) -> dict[int, tuple[datetime, int]]:
+    """The (timestamp, id) keyset position of each existing event id."""
+    rows = AuditEvent.objects.filter(id__in=list(event_ids)).values_list("id", "timestamp")
+    return {event_id: (ts, event_id) for event_id, ts in rows}
+
+
+def last_event_id() -> int:
+    """The highest event id now (an export stops there, so it does not list itself)."""
+    return AuditEvent.objects.order_by("-id").values_list("id", flat=True).first() or 0
+
+
+def iter_matching(
+    *, events: QuerySet[AuditEvent], up_to_id: int, chunk: int = 2000
+) -> Iterator[AuditEvent]:
+    """`events` up to id `up_to_id` in id order, read by keyset so memory stays flat."""
+    qs = events.filter(id__lte=up_to_id).order_by("id")
+    after = 0
+    while True:
+        rows = list(qs.filter(id__gt=after)[:chunk])
+        if not rows:
+            return
+        yield from rows
+        after = rows[-1].id

@@ -280,3 +280,20 @@ def _insert_batch(batch: list[AuditEvent], *, mirror: bool) -> int:
         if mirror:
             transaction.on_commit(partial(mirror_events, list(batch)), robust=True)
     return len(batch)
+
+
+def record_login_failed(
+    sender: Any = None, *, credentials: Mapping[str, Any], request: Any = None, **kwargs: Any
+) -> None:
+    """Receiver of django.contrib.auth's user_login_failed: an audit event per failure.
+
+    Django has already masked the password in `credentials`; only the username
+    is kept. The IP comes from REMOTE_ADDR (set it from the proxy's header there).
+    """
+    username = str(credentials.get("username", ""))[:150]
+    ip = request.META.get("REMOTE_ADDR", "") if request is not None else ""
+    record_event(
+        event_type="login_failed",
+        actor="system",
+        details={"username": username, "ip": ip, "path": getattr(request, "path", "")},
+    )

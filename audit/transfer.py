@@ -239,13 +239,13 @@ def write_export(
             line["lead_id"] = event.lead_public_id
             line["workflow"] = event.workflow
             line["correlation_id"] = event.correlation_id
-            writer.writerow([_csv_safe(line.get(c) or "") for c in CSV_COLUMNS])
+            writer.writerow([csv_safe(line.get(c) or "") for c in CSV_COLUMNS])
             count += 1
     else:
         raise ValueError(f"unknown export format {fmt!r} (jsonl or csv)")
     return count
 
 
-def _csv_safe(value: str) -> str:
+def csv_safe(value: str) -> str:
     # A cell starting with = + - @ runs as a formula in spreadsheet programs.
     return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value

@@ -30,6 +30,7 @@ EVENT_TYPES: dict[str, str] = {
     "email_clicked": "A link in a follow-up email was clicked",
     "email_bounced": "A follow-up email bounced",
     "alert_sent": "An alert notification was sent",
+    "alert_snoozed": "An alert rule or incident was snoozed (or the snooze cleared)",
     "report_sent": "A scheduled report was sent",
     "audit_viewed": "Audit data was viewed",
     "audit_exported": "Audit data was exported",
@@ -37,6 +38,8 @@ EVENT_TYPES: dict[str, str] = {
     "audit_pruned": "Events past retention were archived and deleted",
     "api_key_created": "An API key was created for a lead source",
     "api_key_revoked": "An API key was revoked",
+    "crm_sync_requested": "A CRM sync was requested by hand (dashboard)",
+    "login_failed": "A login to the dashboard or admin failed",
 }
 
 ERROR = "error"

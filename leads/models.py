@@ -1,5 +1,6 @@
 from django.conf import settings
 from django.db import models
+from django.db.models.functions import Lower
 from django.utils import timezone
 
 PUBLIC_ID_PREFIX = "LEAD-"
@@ -121,6 +122,13 @@ class Lead(models.Model):
             models.Index(fields=["status", "created_at"], name="lead_status_created"),
             models.Index(fields=["-created_at"], name="lead_created"),
             models.Index(fields=["email"], name="lead_email"),
+            # The dashboard's lead list: newest first within a source or an owner, and
+            # case-insensitive prefix search on name and company (email is stored
+            # lower-case, so lead_email serves its prefix search).
+            models.Index(fields=["source", "-created_at"], name="lead_source_created"),
+            models.Index(fields=["owner", "-created_at"], name="lead_owner_created"),
+            models.Index(Lower("name"), name="lead_name_lower"),
+            models.Index(Lower("company"), name="lead_company_lower"),
         ]
 
     def __str__(self) -> str:

@@ -12,6 +12,7 @@ from django.utils import timezone
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
+from audit.models import AuditEvent
 from audit.services import record_event
 from leads.models import LEAD_FIELDS, Lead, LeadSource
 
@@ -288,3 +289,51 @@ def lead_route(*, lead: Lead, config: Mapping[str, Any], actor: str = "system") 
         },
     )
     return route
+
+
+# --- Dashboard actions ------------------------------------------------------------------
+
+
+class NotApplicable(ValueError):
+    """An operator action that does not apply to the lead as it stands; the message says why."""
+
+
+def requalify_blocker(lead: Lead) -> str:
+    """Why the lead cannot be re-qualified now, or "" if it can."""
+    if lead.workflow_id is None:
+        return f"{lead.public_id} belongs to no workflow, so there are no rules to score it by."
+    if not (lead.workflow.config or {}).get("qualification"):
+        return f"Workflow {lead.workflow.name} has no qualification rules."
+    if lead.status == Lead.Status.NEW:
+        # The runner only picks up new leads: qualifying one by hand would keep it
+        # from ever being routed.
+        return f"{lead.public_id} has not been processed yet; the workflow runner will qualify it."
+    return ""
+
+
+def lead_requalify(*, lead: Lead, actor: str) -> Any:
+    """Score the lead again by its workflow's current rules (an operator's request).
+
+    The row is locked first, so a runner working on the same lead waits.
+    Raises NotApplicable when the lead has no rules to go by or is not processed yet.
+    """
+    with transaction.atomic():
+        current = (
+            Lead.objects.select_for_update(of=("self",)).select_related("workflow").get(pk=lead.pk)
+        )
+        if problem := requalify_blocker(current):
+            raise NotApplicable(problem)
+        return lead_qualify(
+            lead=current, config=current.workflow.config["qualification"], actor=actor
+        )
+
+
+def lead_viewed(*, lead: Lead, actor: str, view: str = "lead_history") -> AuditEvent:
+    """Record that someone looked at the lead's history (who saw what is audited too)."""
+    return record_event(
+        event_type="audit_viewed",
+        actor=actor,
+        lead=lead,
+        workflow=lead.workflow.name if lead.workflow_id else "",
+        details={"view": view},
+    )

@@ -1,57 +1,166 @@
-from orchestrator.access import operator_required, viewer_required
-from orchestrator.dashboard import get_period, render_page
+"""The dashboard's lead pages: the filtered list, one lead's page, and the operator actions."""
+
+from collections.abc import Callable
+from typing import Any
+
+from django.contrib import messages
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect
+from django.views.decorators.http import require_GET, require_POST
+
+from audit.services import audit_context
+from leads import services as lead_services
+from leads.crm.services import crm_connections_for, crm_retry_lead
+from leads.email.models import Enrollment
+from leads.email.services import sequence_cancel_by_hand
+from leads.filters import LeadFilter
+from leads.models import Lead
+from leads.selectors import (
+    PAGE_SIZE,
+    Cursor,
+    lead_by_public_id,
+    lead_crm,
+    lead_page,
+    lead_sequences,
+    lead_timeline,
+    routing_event,
+    score_view,
+)
+from leads.services import NotApplicable, lead_viewed, requalify_blocker
+from orchestrator.access import actor_for, can_act, operator_required, viewer_required
+from orchestrator.dashboard import UserInputError, get_period, render_page
+
+LIST_TEMPLATE = "leads/lead_list.html"
+DETAIL_TEMPLATE = "leads/lead_detail.html"
+
+
+def _wants_fragment(request: HttpRequest) -> bool:
+    # As render_page decides: history restores and boosted requests need the page.
+    htmx = getattr(request, "htmx", None)
+    return bool(htmx) and not htmx.history_restore_request and not htmx.boosted
 
 
 @viewer_required
-def lead_list(request, **kwargs):
+@require_GET
+def lead_list(request: HttpRequest) -> HttpResponse:
+    period = get_period(request)
+    filters = LeadFilter(request.GET, queryset=Lead.objects.all(), period=period)
+    if not filters.is_valid():
+        raise UserInputError(filters.error_message())
+    after = None
+    if raw := request.GET.get("cursor"):
+        try:
+            after = Cursor.decode(raw)
+        except ValueError as exc:
+            raise UserInputError(str(exc)) from None
+    page = lead_page(filters.qs, after=after, size=PAGE_SIZE)
+    context = {
+        "filters": filters,
+        "page": page,
+        "next_cursor": page.next_cursor.encode() if page.next_cursor else None,
+        "paged": after is not None,
+        "page_size": PAGE_SIZE,
+    }
+    return render_page(
+        request, LIST_TEMPLATE, context, nav="leads", period=period, fragment="lead-table"
+    )
+
+
+def _lead_or_404(public_id: str) -> Lead:
+    lead = lead_by_public_id(public_id=public_id)
+    if lead is None:
+        raise Http404(f"No lead {public_id}")
+    return lead
+
+
+def _detail_context(request: HttpRequest, lead: Lead) -> dict[str, Any]:
+    sequences = lead_sequences(lead=lead)
+    crm = lead_crm(lead=lead)
+    active = [v for v in sequences if v.enrollment.status == Enrollment.Status.ACTIVE]
+    return {
+        "lead": lead,
+        "score": score_view(lead=lead),
+        "routed": routing_event(lead=lead),
+        "crm": crm,
+        "sequences": sequences,
+        "timeline": lead_timeline(lead_id=lead.public_id),
+        "can_act": can_act(request.user),
+        "requalify_blocker": requalify_blocker(lead),
+        "has_active_sequence": bool(active),
+        "crm_targets": crm_connections_for(lead=lead),
+        # A list, not the dict: a key named "items" would shadow .items in a template.
+        "extra_items": sorted((lead.extra or {}).items()),
+    }
+
+
+def _render_detail(request: HttpRequest, lead: Lead, *, status: int = 200) -> HttpResponse:
     return render_page(
         request,
-        "dashboard/placeholder.html",
-        {"title": "lead_list"},
-        nav="",
-        period=get_period(request),
+        DETAIL_TEMPLATE,
+        _detail_context(request, lead),
+        nav="leads",
+        fragment="lead-page",
+        status=status,
     )
 
 
 @viewer_required
-def lead_detail(request, **kwargs):
-    return render_page(
-        request,
-        "dashboard/placeholder.html",
-        {"title": "lead_detail"},
-        nav="",
-        period=get_period(request),
-    )
+@require_GET
+def lead_detail(request: HttpRequest, public_id: str) -> HttpResponse:
+    lead = _lead_or_404(public_id)
+    if not _wants_fragment(request):
+        # Once per page view; the page's own htmx refreshes are not new views.
+        lead_viewed(lead=lead, actor=actor_for(request))
+    return _render_detail(request, lead)
+
+
+def _act(request: HttpRequest, public_id: str, action: Callable[[Lead, str], str]) -> HttpResponse:
+    """Run an operator action as the user; answer with the lead page (htmx: its body),
+    or a redirect back to it, with a message. An action that does not apply is a 400."""
+    lead = _lead_or_404(public_id)
+    actor = actor_for(request)
+    try:
+        with audit_context(actor=actor):
+            done = action(lead, actor)
+    except NotApplicable as exc:
+        messages.error(request, str(exc))
+        return _render_detail(request, _lead_or_404(public_id), status=400)
+    messages.success(request, done)
+    if _wants_fragment(request):
+        return _render_detail(request, _lead_or_404(public_id))
+    return redirect("lead-detail", public_id=lead.public_id)
+
+
+def _requalify(lead: Lead, actor: str) -> str:
+    result = lead_services.lead_requalify(lead=lead, actor=actor)
+    return f"Re-qualified {lead.public_id}: {result.status}, score {result.score}."
+
+
+def _retry_crm(lead: Lead, actor: str) -> str:
+    records = crm_retry_lead(lead=lead, actor=actor)
+    names = ", ".join(r.connection.name for r in records)
+    return f"CRM sync of {lead.public_id} queued ({names})."
+
+
+def _cancel_sequence(lead: Lead, actor: str) -> str:
+    cancelled = sequence_cancel_by_hand(lead=lead, actor=actor)
+    plural = "s" if cancelled != 1 else ""
+    return f"Cancelled {cancelled} active sequence{plural} of {lead.public_id}."
 
 
 @operator_required
-def lead_requalify(request, **kwargs):
-    return render_page(
-        request,
-        "dashboard/placeholder.html",
-        {"title": "lead_requalify"},
-        nav="",
-        period=get_period(request),
-    )
+@require_POST
+def lead_requalify(request: HttpRequest, public_id: str) -> HttpResponse:
+    return _act(request, public_id, _requalify)
 
 
 @operator_required
-def lead_retry_crm(request, **kwargs):
-    return render_page(
-        request,
-        "dashboard/placeholder.html",
-        {"title": "lead_retry_crm"},
-        nav="",
-        period=get_period(request),
-    )
+@require_POST
+def lead_retry_crm(request: HttpRequest, public_id: str) -> HttpResponse:
+    return _act(request, public_id, _retry_crm)
 
 
 @operator_required
-def lead_cancel_sequence(request, **kwargs):
-    return render_page(
-        request,
-        "dashboard/placeholder.html",
-        {"title": "lead_cancel_sequence"},
-        nav="",
-        period=get_period(request),
-    )
+@require_POST
+def lead_cancel_sequence(request: HttpRequest, public_id: str) -> HttpResponse:
+    return _act(request, public_id, _cancel_sequence)

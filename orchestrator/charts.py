@@ -68,6 +68,21 @@ def _point(series: Series, i: int, value: int | float | None) -> dict | None:
     return point
 
 
+# Properties pygal writes into style="" that SVG also takes as attributes, which
+# the CSP allows (a marked bar's colour, the hidden tooltip's opacity).
+PRESENTATION = ("fill", "stroke", "opacity")
+SHAPES = {name for tag in ("rect", "path", "circle") for name in (tag, f"{{{SVG_NS}}}{tag}")}
+
+
+def _presentation(style: str) -> dict[str, str]:
+    out = {}
+    for declaration in style.split(";"):
+        name, _, value = declaration.partition(":")
+        if name.strip() in PRESENTATION and value.strip():
+            out[name.strip()] = value.strip()
+    return out
+
+
 def _finish(chart: pygal.graph.graph.Graph, nonce: str | None, title: str) -> SafeString:
     root = chart.render_tree()
     for parent in list(root.iter()):
@@ -75,7 +90,15 @@ def _finish(chart: pygal.graph.graph.Graph, nonce: str | None, title: str) -> Sa
             if child.tag in (f"{{{SVG_NS}}}script", "script"):
                 parent.remove(child)
     for element in root.iter():
-        element.attrib.pop("style", None)
+        style = _presentation(element.attrib.pop("style", ""))
+        if "opacity" in style:
+            element.set("opacity", style.pop("opacity"))
+        # On the shapes themselves: the stylesheet colours the series' <a>
+        # links, and a colour inherited from further up would lose to it.
+        for shape in element.iter():
+            if shape.tag in SHAPES:
+                for name, value in style.items():
+                    shape.set(name, value)
         if element.tag in (f"{{{SVG_NS}}}style", "style") and nonce:
             element.set("nonce", str(nonce))
     root.set("role", "img")

@@ -2,6 +2,7 @@
 
 from django.urls import path
 
+from audit.reports import views as report_views
 from audit.views import errors, events
 from leads import views as lead_views
 from orchestrator.views import analytics, overview, workflows
@@ -24,4 +25,11 @@ urlpatterns = [
     ),
     path("analytics/", analytics.analytics, name="analytics"),
     path("workflows/", workflows.workflow_runs, name="workflow-runs"),
+    path("reports/", report_views.report_list, name="report-list"),
+    path("reports/<str:kind>/<str:day>/", report_views.report_detail, name="report-detail"),
+    path(
+        "reports/<str:kind>/<str:day>/download/",
+        report_views.report_download,
+        name="report-download",
+    ),
 ]

@@ -54,7 +54,13 @@ class WorkflowRun(models.Model):
     correlation_id = models.CharField(max_length=64)
 
     class Meta:
-        indexes = [models.Index(fields=["workflow", "-started_at"], name="run_workflow_started")]
+        indexes = [
+            models.Index(fields=["workflow", "-started_at"], name="run_workflow_started"),
+            # The runs page: all workflows newest first (keyset on started_at, id),
+            # and filtered by status (failed runs are rare: no scan to find them).
+            models.Index(fields=["-started_at", "-id"], name="run_started"),
+            models.Index(fields=["status", "-started_at", "-id"], name="run_status_started"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.workflow} run {self.pk} ({self.status})"
@@ -64,3 +70,20 @@ class WorkflowRun(models.Model):
         if self.finished_at is None:
             return None
         return (self.finished_at - self.started_at).total_seconds()
+
+
+class WorkerHeartbeat(models.Model):
+    """Proof of life of one task worker (`manage.py run_worker`), read by /healthz.
+
+    db_worker records nothing while idle, so without this a stopped worker
+    looks the same as one with nothing to do.
+    """
+
+    worker_id = models.CharField(max_length=64, primary_key=True)
+    hostname = models.CharField(max_length=255)
+    pid = models.PositiveIntegerField()
+    started_at = models.DateTimeField()
+    seen_at = models.DateTimeField(db_index=True)
+
+    def __str__(self) -> str:
+        return f"worker {self.worker_id} on {self.hostname} seen {self.seen_at:%Y-%m-%d %H:%M:%S}"

@@ -84,25 +84,37 @@ class Period:
         """Query-string parameters that reproduce this period."""
         if self.key != "custom":
             return {"range": self.key}
-        return {
-            "range": "custom",
-            "since": self.start.date().isoformat(),
-            "until": (self.end - timedelta(days=1)).date().isoformat(),
-        }
+        if _is_midnight(self.start) and _is_midnight(self.end):
+            return {
+                "range": "custom",
+                "since": self.start.date().isoformat(),
+                "until": (self.end - timedelta(days=1)).date().isoformat(),
+            }
+        # A range narrowed to a chart bucket is not whole days: as dates it
+        # would come back as other days (or as an end before its start).
+        return self.narrowed(self.start, self.end)
 
     def narrowed(self, start: datetime, end: datetime) -> dict[str, str]:
         """Query parameters for a sub-range (a clicked chart bucket), as absolute times."""
-        return {
-            "range": "custom",
-            "since": start.isoformat(timespec="minutes"),
-            "until": end.isoformat(timespec="minutes"),
-        }
+        return {"range": "custom", "since": _iso(start), "until": _iso(end)}
 
     @property
     def label(self) -> str:
         if self.key in PRESETS:
             return f"last {self.key}"
         return f"{self.start:%Y-%m-%d %H:%M} to {self.end:%Y-%m-%d %H:%M} UTC"
+
+
+def _is_midnight(moment: datetime) -> bool:
+    return moment.astimezone(UTC).time() == time.min
+
+
+def _iso(moment: datetime) -> str:
+    """The exact moment in UTC, as short as exactness allows (minutes when whole)."""
+    moment = moment.astimezone(UTC)
+    if moment.microsecond:
+        return moment.isoformat()
+    return moment.isoformat(timespec="seconds" if moment.second else "minutes")
 
 
 def _parse_bound(value: str, *, field: str, end: bool) -> datetime:

@@ -39,9 +39,19 @@ class ScheduledCommand(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         # run_once may watch self.stop to end its unit of work early on SIGTERM.
         self.stop = threading.Event()
+        previous: dict[int, Any] = {}
         if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, lambda *_: self.stop.set())
-            signal.signal(signal.SIGINT, lambda *_: self.stop.set())
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                previous[signum] = signal.signal(signum, lambda *_: self.stop.set())
+        try:
+            self._run(**options)
+        finally:
+            # Called through call_command (the demo, tests), the caller's own
+            # Ctrl+C handling must come back.
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    def _run(self, **options: Any) -> None:
         lock_name = self.get_lock_name(**options)
         holder = locks.acquire(lock_name, ttl=self.lock_ttl) if lock_name else ""
         if holder is None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import dj_database_url
 from django.utils.csp import CSP
 
-from orchestrator.env import envbool, envint, envlist, envstr
+from orchestrator.env import envbool, envfloat, envint, envlist, envstr
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -28,6 +28,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "django.contrib.humanize",
     "django_htmx",
     "django_tasks_db",
     "orchestrator",
@@ -35,10 +36,14 @@ INSTALLED_APPS = [
     "leads",
     "leads.crm",
     "leads.email",
+    "audit.alerts",
+    "audit.reports",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Static files straight from gunicorn, before sessions or auth run for them.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -78,6 +83,13 @@ DATABASES = {
         conn_health_checks=True,
     )
 }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # Without it a database host that drops packets blocks a connect (and a
+    # /healthz probe) for the kernel's TCP timeout, minutes. A connect_timeout
+    # in DATABASE_URL's query string wins.
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
+        "connect_timeout", envint("DB_CONNECT_TIMEOUT", 5)
+    )
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["OPTIONS"] = {
         # IMMEDIATE takes the write lock at BEGIN, so concurrent writers queue on
@@ -155,11 +167,27 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = Path(envstr("STATIC_ROOT", str(BASE_DIR / "var" / "static")))
+# Hashed, compressed file names with far-future caching, served by WhiteNoise.
+# Opt-in because the manifest exists only after `collectstatic`: without it
+# every {% static %} would fail (tests, runserver). deploy/orchestrator.env sets it.
+STATIC_MANIFEST = envbool("STATIC_MANIFEST", False)
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": (
+            "whitenoise.storage.CompressedManifestStaticFilesStorage"
+            if STATIC_MANIFEST
+            else "django.contrib.staticfiles.storage.StaticFilesStorage"
+        )
+    },
+}
 
 # --- Security ---------------------------------------------------------------------
 # HTTPS=true is the one switch for a deployment behind TLS.
 HTTPS = envbool("HTTPS", False)
 SECURE_SSL_REDIRECT = HTTPS
+# Load balancers probe the backends over plain HTTP; a redirect would read as down.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
 SESSION_COOKIE_SECURE = HTTPS
 CSRF_COOKIE_SECURE = HTTPS
 SECURE_HSTS_SECONDS = envint("SECURE_HSTS_SECONDS", 31536000 if HTTPS else 0)
@@ -202,6 +230,11 @@ DEFAULT_FROM_EMAIL = envstr("DEFAULT_FROM_EMAIL", "orchestrator@localhost")
 SERVER_EMAIL = envstr("SERVER_EMAIL", DEFAULT_FROM_EMAIL)
 ADMINS = [("Admin", addr) for addr in envlist("ADMINS")]
 
+# --- Reports ---------------------------------------------------------------------------
+# Who gets the daily, weekly and monthly reports (comma-separated addresses).
+REPORTS_RECIPIENTS = envlist("REPORTS_RECIPIENTS")
+REPORTS_FROM_EMAIL = envstr("REPORTS_FROM_EMAIL", "")
+
 # --- Audit ----------------------------------------------------------------------------
 # Key for the per-event MAC and the seal chain. It must not live in the database:
 # whoever can write the database but not read this key cannot forge events.
@@ -217,16 +250,60 @@ AUDIT_JSONL_BACKUP_COUNT = envint("AUDIT_JSONL_BACKUP_COUNT", 30)
 AUDIT_SEAL_BATCH = envint("AUDIT_SEAL_BATCH", 50_000)
 AUDIT_SEAL_GRACE_SECONDS = envint("AUDIT_SEAL_GRACE_SECONDS", 3600)
 AUDIT_RETENTION_DAYS = envint("AUDIT_RETENTION_DAYS", 730)
+# Where `prune_audit --retention` writes the events before deleting them.
+AUDIT_ARCHIVE_DIR = envstr("AUDIT_ARCHIVE_DIR", str(BASE_DIR / "var" / "archive"))
+
+# --- Dashboard ------------------------------------------------------------------------
+# An error-chart bucket is a spike when it exceeds the mean of the WINDOW buckets
+# before it by K standard deviations and holds at least MIN_COUNT errors.
+DASHBOARD_SPIKE_K = envfloat("DASHBOARD_SPIKE_K", 3.0)
+DASHBOARD_SPIKE_MIN_COUNT = envint("DASHBOARD_SPIKE_MIN_COUNT", 5)
+DASHBOARD_SPIKE_WINDOW = envint("DASHBOARD_SPIKE_WINDOW", 24)
+# Text search in event details reads every event of the range: without a lead or
+# correlation id to narrow it, the range may span at most this many days.
+DASHBOARD_TEXT_SEARCH_MAX_DAYS = envint("DASHBOARD_TEXT_SEARCH_MAX_DAYS", 7)
+
+# --- Health check --------------------------------------------------------------------
+# /healthz answers 503 when no task worker has beaten for this long.
+HEALTHZ_WORKER_MAX_AGE_SECONDS = envint("HEALTHZ_WORKER_MAX_AGE_SECONDS", 120)
+# ... or when the next task in line has waited longer than this (0: report only).
+HEALTHZ_QUEUE_MAX_WAIT_SECONDS = envint("HEALTHZ_QUEUE_MAX_WAIT_SECONDS", 0)
+# ... or when an enabled workflow's last run started longer ago than this (0: report only).
+HEALTHZ_WORKFLOW_MAX_AGE_SECONDS = envint("HEALTHZ_WORKFLOW_MAX_AGE_SECONDS", 0)
+# How long the database check may take before it counts as down.
+HEALTHZ_DB_TIMEOUT_SECONDS = envint("HEALTHZ_DB_TIMEOUT_SECONDS", 3)
+
+# --- Alerts (manage.py check_alerts) ------------------------------------------------
+# Where alert links point (the dashboard's public URL); defaults to FOLLOWUPS_BASE_URL.
+ALERTS_BASE_URL = envstr("ALERTS_BASE_URL", FOLLOWUPS_BASE_URL)
+ALERTS_FROM_EMAIL = envstr("ALERTS_FROM_EMAIL", DEFAULT_FROM_EMAIL)
+ALERTS_MAILER = envstr("ALERTS_MAILER", "default")
+ALERTS_MAX_ATTEMPTS = envint("ALERTS_MAX_ATTEMPTS", 10)
+ALERTS_RETRY_BASE_SECONDS = envint("ALERTS_RETRY_BASE_SECONDS", 60)
+ALERTS_RETRY_MAX_SECONDS = envint("ALERTS_RETRY_MAX_SECONDS", 3600)
+ALERTS_HTTP_ATTEMPTS = envint("ALERTS_HTTP_ATTEMPTS", 3)  # per pass, first try included
+ALERTS_HTTP_TIMEOUT = envint("ALERTS_HTTP_TIMEOUT", 10)
 
 # --- Logging ----------------------------------------------------------------------------
+# LOG_FORMAT=json: one JSON object per line, for journald/log shippers.
+LOG_FORMAT = envstr("LOG_FORMAT", "plain")
+if LOG_FORMAT not in ("plain", "json"):
+    raise ValueError(f"LOG_FORMAT={LOG_FORMAT!r} is not a log format (use plain or json)")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "%(levelname)s %(name)s %(message)s",
+            "rename_fields": {"levelname": "level", "name": "logger"},
+            # ISO 8601 in UTC with microseconds, unlike asctime.
+            "timestamp": "time",
+        },
     },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT},
     },
     "root": {"handlers": ["console"], "level": envstr("LOG_LEVEL", "INFO")},
     "loggers": {

@@ -130,7 +130,8 @@ def _user_with_role(django_user_model, username: str, role: str | None):
 
     user = django_user_model.objects.create_user(username=username, password="pw-" + username)
     if role:
-        user.groups.add(Group.objects.get(name=role))
+        # get_or_create: a transactional test before this one flushed the migration's rows.
+        user.groups.add(Group.objects.get_or_create(name=role)[0])
     return user
 
 

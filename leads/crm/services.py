@@ -11,6 +11,7 @@ import logging
 import time
 from collections import Counter
 from datetime import timedelta
+from functools import partial
 from threading import Event
 
 from django.db import transaction
@@ -263,3 +264,79 @@ def crm_sync_due(
         )
         counts[result.status] += 1
     return counts
+
+
+# --- By hand (dashboard) -----------------------------------------------------------------
+
+
+def crm_connections_for(*, lead: Lead) -> list[CrmConnection]:
+    """The active connections the lead is, or should be, synced to: those it has a record
+    in, and, once it is routed, those its workflow's crm_sync steps name."""
+    names = {r.connection.name for r in lead.crm_records.select_related("connection")}
+    if lead.owner_id is not None and lead.workflow_id is not None:
+        names |= {
+            step.get("connection")
+            for step in (lead.workflow.config or {}).get("steps", [])
+            if step.get("kind") == STEP_KIND
+        }
+    return list(CrmConnection.objects.filter(name__in=names, active=True).order_by("name"))
+
+
+def crm_retry_lead(*, lead: Lead, actor: str) -> list[CrmRecord]:
+    """An operator asks for the lead to be synced again to each of its CRM connections.
+
+    Each record becomes pending and due now (a synced one is pushed again), a
+    crm_sync_requested event names them, and a crm_sync task per connection is
+    enqueued when the transaction commits (`sync_crm` would find the pending
+    records too). The HTTP calls never run inside the web request: a slow CRM
+    must not hold it. Records being synced this moment are left to that sync.
+    Raises NotApplicable when the lead has no active connection to sync to.
+    """
+    from audit.services import audit_context
+    from leads.services import NotApplicable
+    from orchestrator.steps import run_step
+
+    connections = crm_connections_for(lead=lead)
+    if not connections:
+        raise NotApplicable(f"{lead.public_id} has no active CRM connection to sync to.")
+    now = timezone.now()
+    queued: list[CrmRecord] = []
+    previous: dict[str, str] = {}
+    with transaction.atomic(), audit_context() as correlation_id:
+        for connection in connections:
+            record, _ = CrmRecord.objects.get_or_create(lead=lead, connection=connection)
+            requeued = (
+                CrmRecord.objects.filter(pk=record.pk)
+                .filter(Q(locked_until__isnull=True) | Q(locked_until__lt=now))
+                .update(status=Status.PENDING, next_attempt_at=now)
+            )
+            if not requeued:
+                continue
+            previous[connection.name] = record.status
+            record.status, record.next_attempt_at = Status.PENDING, now
+            queued.append(record)
+        if not queued:
+            raise NotApplicable(
+                f"{lead.public_id} is being synced right now; look again in a minute."
+            )
+        record_event(
+            event_type="crm_sync_requested",
+            actor=actor,
+            lead=lead,
+            workflow=_workflow_name(lead),
+            details={
+                "connections": [r.connection.name for r in queued],
+                "previous_status": previous,
+            },
+        )
+        for record in queued:
+            transaction.on_commit(
+                partial(
+                    run_step.enqueue,
+                    STEP_KIND,
+                    lead.pk,
+                    {"kind": STEP_KIND, "connection": record.connection.name},
+                    correlation_id,
+                )
+            )
+    return queued

@@ -120,6 +120,8 @@ class OutboundEmail(models.Model):
         indexes = [
             models.Index(fields=["status", "due_at"], name="outbound_status_due"),
             models.Index(fields=["recipient"], name="outbound_recipient"),
+            # Analytics: emails sent in a period (dashboard email engagement per step).
+            models.Index(fields=["sent_at"], name="outbound_sent"),
         ]
 
     def __str__(self) -> str:

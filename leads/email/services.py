@@ -697,3 +697,19 @@ def _engagement_event(email: OutboundEmail, event_type: str, **extra: str) -> No
             **extra,
         },
     )
+
+
+# --- Dashboard actions ------------------------------------------------------------------
+
+
+def sequence_cancel_by_hand(*, lead: Lead, actor: str) -> int:
+    """An operator stops the lead's follow-ups: every active enrollment, reason "manual".
+
+    Raises NotApplicable when the lead has no active sequence.
+    """
+    from leads.services import NotApplicable
+
+    cancelled = cancel_lead(lead=lead, reason=MANUAL, actor=actor)
+    if not cancelled:
+        raise NotApplicable(f"{lead.public_id} has no active email sequence to cancel.")
+    return cancelled

@@ -5,7 +5,13 @@ from django.urls import URLPattern, reverse
 
 from orchestrator import dashboard_urls
 
-SAMPLE_KWARGS = {"pk": 1, "fingerprint": "0123456789abcdef", "public_id": "LEAD-000001"}
+SAMPLE_KWARGS = {
+    "pk": 1,
+    "fingerprint": "0123456789abcdef",
+    "public_id": "LEAD-000001",
+    "kind": "daily",
+    "day": "2026-01-05",
+}
 
 
 def dashboard_routes():

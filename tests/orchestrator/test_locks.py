@@ -34,3 +34,14 @@ def test_command_lock_context_manager():
         pass
     with locks.command_lock("job") as holder:
         assert holder
+
+
+def test_a_scheduled_command_gives_the_signal_handlers_back(db):
+    import io
+    import signal
+
+    from django.core.management import call_command
+
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    call_command("seal_audit", stdout=io.StringIO())
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before

@@ -70,6 +70,31 @@ class Command(BaseCommand):
         )
         parser.add_argument("--seed", type=int, default=1, help="Seed of the synthetic data.")
         parser.add_argument(
+            "--views",
+            action=argparse.BooleanOptionalAction,
+            default=True,
+            help="Time every dashboard page and htmx fragment through the test client, "
+            "logged in as the superuser bench-admin (default on; --no-views skips it).",
+        )
+        parser.add_argument(
+            "--leads",
+            type=_count(0),
+            default=100_000,
+            help="Bench leads (LEAD-000001 up) to fill for the views, with CRM records, "
+            "emails and workflow runs; only the missing ones are added (default 100000).",
+        )
+        parser.add_argument(
+            "--view-reps",
+            type=_count(1),
+            default=30,
+            help="Timed requests per view, after 2 warm-ups (default 30).",
+        )
+        parser.add_argument(
+            "--view-profile",
+            action="store_true",
+            help="Print a cProfile of each view that misses its target.",
+        )
+        parser.add_argument(
             "--json", action="store_true", help="Print the results as JSON instead of a table."
         )
 
@@ -84,6 +109,10 @@ class Command(BaseCommand):
             reads=options["reads"],
             legacy_runs=options["legacy_runs"],
             seed=options["seed"],
+            views=options["views"],
+            leads=options["leads"],
+            view_reps=options["view_reps"],
+            view_profile=options["view_profile"],
         )
         try:
             # The raw stream: tqdm redraws its bar with "\r", which the wrapper

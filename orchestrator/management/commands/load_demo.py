@@ -4,13 +4,14 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from leads.models import Lead
-from orchestrator.demo import DEMO_PASSWORD, DEMO_USER, ensure_demo_user, load_demo
+from orchestrator.demo import DemoError, ensure_demo_users, load_demo
 
 
 class Command(BaseCommand):
     help = (
-        "Run three weeks of simulated leads through the real pipeline and create the demo "
-        "login (DEBUG only; needs the dev extras for time_machine)."
+        "Run three weeks of simulated leads through the real pipeline (CRM sync to a fake "
+        "HubSpot on a loopback port, follow-up emails to an in-memory mailbox) and create "
+        "the demo logins (DEBUG only; needs the dev extras for time_machine)."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -19,17 +20,25 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         if not settings.DEBUG:
-            raise CommandError("load_demo creates a known login; it runs only with DEBUG=true")
+            raise CommandError("load_demo creates known logins; it runs only with DEBUG=true")
+        if options["days"] < 1 or options["per_day"] < 2:
+            raise CommandError("--days must be at least 1 and --per-day at least 2")
         try:
             import time_machine  # noqa: F401
         except ImportError:
             raise CommandError("load_demo needs the dev extras: pip install -e '.[dev]'") from None
-        if ensure_demo_user():
-            self.stdout.write(f"Created superuser {DEMO_USER!r} with password {DEMO_PASSWORD!r}.")
+        for login in ensure_demo_users():
+            what = "superuser" if login.role == "superuser" else f"user ({login.role})"
+            self.stdout.write(
+                f"Created {what} {login.username!r} with password {login.password!r}."
+            )
         if Lead.objects.exists():
             self.stdout.write("Demo data is already loaded; leaving it as it is.")
             return
-        leads = load_demo(days=options["days"], per_day=options["per_day"])
+        try:
+            leads = load_demo(days=options["days"], per_day=options["per_day"])
+        except DemoError as exc:
+            raise CommandError(str(exc)) from exc
         self.stdout.write(
             f"Loaded {leads} demo leads through the pipeline, with their audit trail."
         )

@@ -1,0 +1,99 @@
+"""The parameters of each kind of alert rule: JSON Schema, defaults, validation.
+
+Kept apart from the evaluators (rules.py) so that the model and the admin
+form can validate without importing the models the evaluators read.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jsonschema import Draft202012Validator
+
+MINUTES = {"type": "integer", "minimum": 1, "maximum": 60 * 24 * 30}
+NAME = {"type": "string", "minLength": 1, "maxLength": 100}
+
+SCHEMAS: dict[str, dict[str, Any]] = {
+    "error_spike": {
+        "properties": {
+            "window_minutes": MINUTES,
+            "baseline_days": {"type": "integer", "minimum": 1, "maximum": 90},
+            "multiplier": {"type": "number", "exclusiveMinimum": 0},
+            "min_count": {"type": "integer", "minimum": 0},
+        },
+    },
+    "new_error_group": {
+        "properties": {
+            "window_minutes": MINUTES,
+            # A flood of new groups (a deploy gone wrong) is one problem, not 500 alerts.
+            "max_groups": {"type": "integer", "minimum": 1, "maximum": 500},
+        },
+    },
+    "crm_failures": {
+        "properties": {
+            "window_minutes": MINUTES,
+            "threshold": {"type": "integer", "minimum": 1},
+            "connection": NAME,
+        },
+    },
+    "inbox_failing": {
+        "properties": {
+            "window_minutes": MINUTES,
+            "min_failures": {"type": "integer", "minimum": 1},
+            "source": NAME,
+        },
+    },
+    "queue_stalled": {
+        "properties": {"max_age_minutes": MINUTES, "queue": NAME},
+    },
+    "workflow_missed": {
+        "properties": {"max_age_minutes": MINUTES, "workflow": NAME},
+    },
+}
+
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "error_spike": {"window_minutes": 15, "baseline_days": 7, "multiplier": 3.0, "min_count": 10},
+    "new_error_group": {"window_minutes": 60, "max_groups": 20},
+    "crm_failures": {"window_minutes": 60, "threshold": 5},
+    "inbox_failing": {"window_minutes": 15, "min_failures": 1},
+    "queue_stalled": {"max_age_minutes": 15},
+    "workflow_missed": {"max_age_minutes": 60},
+}
+
+LABELS: dict[str, str] = {
+    "error_spike": "Error spike",
+    "new_error_group": "New error group",
+    "crm_failures": "CRM sync failures",
+    "inbox_failing": "Inbox poll failing",
+    "queue_stalled": "Task queue not draining",
+    "workflow_missed": "Workflow missed its schedule",
+}
+
+
+def kind_choices() -> list[tuple[str, str]]:
+    return list(LABELS.items())
+
+
+def _validator(kind: str) -> Draft202012Validator:
+    schema = {"type": "object", "additionalProperties": False, **SCHEMAS[kind]}
+    return Draft202012Validator(schema)
+
+
+def errors(kind: str, params: Any) -> list[str]:
+    """Messages naming each bad parameter; empty when the parameters are fine."""
+    if kind not in SCHEMAS:
+        return [f"unknown rule kind {kind!r}"]
+    found = sorted(_validator(kind).iter_errors(params), key=lambda e: list(e.absolute_path))
+    messages = []
+    for error in found:
+        where = "/".join(str(p) for p in error.absolute_path)
+        messages.append(f"{where}: {error.message}" if where else error.message)
+    return messages
+
+
+def resolve(kind: str, params: Any) -> dict[str, Any]:
+    """The defaults overlaid with `params`; ValueError if they do not validate."""
+    problems = errors(kind, params)
+    if problems:
+        raise ValueError("; ".join(problems))
+    return {**DEFAULTS[kind], **(params or {})}
