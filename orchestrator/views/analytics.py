@@ -1,7 +1,6 @@
 """The analytics page: funnel, lead sources, email steps and CRM performance."""
 
 from django.http import HttpRequest, HttpResponse
-from django.middleware.csp import get_nonce
 
 from orchestrator import analytics_selectors as selectors
 from orchestrator.access import viewer_required
@@ -29,7 +28,6 @@ def analytics(request: HttpRequest) -> HttpResponse:
             labels=[s.label for s in stages],
             series=[Series(name="Leads", values=[s.count for s in stages])],
             title="Leads reaching each stage",
-            nonce=str(get_nonce(request)),
             stacked=False,
         )
     if "sources" in wanted:

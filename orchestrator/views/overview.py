@@ -10,7 +10,6 @@ from typing import Any
 from urllib.parse import urlencode
 
 from django.http import HttpRequest, HttpResponse
-from django.middleware.csp import get_nonce
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.safestring import SafeString, mark_safe
@@ -69,13 +68,12 @@ def _kpis(request: HttpRequest, period: Period) -> dict[str, Any]:
 
 
 # Rendering a chart costs more than the counts behind it, so the SVG is cached
-# with them (keyed by the same minute) and each response gets its own nonce.
-NONCE_SLOT = "overview-nonce-slot"
+# with them (keyed by the same minute).
 
 
-def _with_nonce(request: HttpRequest, svg: str) -> SafeString:
-    # The SVG was made safe by bar_chart; the nonce is a URL-safe token.
-    return mark_safe(svg.replace(NONCE_SLOT, str(get_nonce(request))))
+def _cached_svg(svg: str) -> SafeString:
+    # The cache holds what bar_chart made safe; it comes back as a plain str.
+    return mark_safe(svg)
 
 
 def _volume(request: HttpRequest, period: Period) -> dict[str, Any]:
@@ -88,12 +86,11 @@ def _volume(request: HttpRequest, period: Period) -> dict[str, Any]:
                 labels=[_label(period, a) for a, _b in volume.buckets],
                 series=[Series(s.name, s.values, links=links) for s in volume.series],
                 title="New leads by source",
-                nonce=NONCE_SLOT,
             )
         )
 
     svg = selectors.cached("volume-svg", period, render)
-    return {"volume": volume, "volume_chart": _with_nonce(request, svg)}
+    return {"volume": volume, "volume_chart": _cached_svg(svg)}
 
 
 def _errors(request: HttpRequest, period: Period) -> dict[str, Any]:
@@ -106,7 +103,6 @@ def _errors(request: HttpRequest, period: Period) -> dict[str, Any]:
                 labels=[_label(period, a) for a, _b in errors.buckets],
                 series=[Series("Errors", errors.counts, links=links, marked=errors.spikes)],
                 title="Errors",
-                nonce=NONCE_SLOT,
             )
         )
 
@@ -116,7 +112,7 @@ def _errors(request: HttpRequest, period: Period) -> dict[str, Any]:
         {"start": errors.buckets[i][0], "count": errors.counts[i], "url": links[i]}
         for i in sorted(errors.spikes)
     ]
-    return {"errors": errors, "error_chart": _with_nonce(request, svg), "spikes": spikes}
+    return {"errors": errors, "error_chart": _cached_svg(svg), "spikes": spikes}
 
 
 def _recent_errors(request: HttpRequest, period: Period) -> dict[str, Any]:

@@ -1,0 +1,172 @@
+"""The event browser in a real browser: filters, history, details, histogram, export."""
+
+import csv
+import re
+from datetime import datetime
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from playwright.sync_api import expect
+
+from audit.models import AuditEvent
+from tests.browser.conftest import BROWSER_DB, db_ids, query, shown_ids
+
+pytestmark = [pytest.mark.browser, BROWSER_DB]
+
+
+def apply_filters(page) -> None:
+    page.locator("form#event-filters").get_by_role("button", name="Apply").click()
+
+
+def test_filtering_by_type_and_lead_changes_the_table_and_the_url(
+    logged_in_page, live_server, seeded
+):
+    page = logged_in_page
+    ann = seeded["ann"]
+    page.goto(f"{live_server.url}/events/?range=7d")
+    everything = db_ids()
+    expect(page.locator("tr.event-row")).to_have_count(len(everything))
+    assert shown_ids(page) == everything
+
+    form = page.locator("form#event-filters")
+    form.locator("input[name=type][value=error]").check()
+    form.locator("input[name=lead]").fill(ann.public_id)
+    apply_filters(page)
+
+    expected = db_ids(event_type="error", lead_public_id=ann.public_id)
+    assert expected == [seeded["error"].pk]
+    expect(page.locator("tr.event-row")).to_have_count(1)
+    assert shown_ids(page) == expected
+    expect(page).to_have_url(re.compile(r"type=error"))
+    params = query(page)
+    assert params["type"] == ["error"]
+    assert params["lead"] == [ann.public_id]
+    assert params["range"] == ["7d"]
+
+    # The URL reproduces the view: opened afresh it shows the same rows and filters.
+    page.goto(page.url)
+    expect(page.locator("tr.event-row")).to_have_count(1)
+    assert shown_ids(page) == expected
+    expect(form.locator("input[name=type][value=error]")).to_be_checked()
+    expect(form.locator("input[name=lead]")).to_have_value(ann.public_id)
+
+
+def test_the_back_button_restores_the_table_before_each_filter(logged_in_page, live_server, seeded):
+    page = logged_in_page
+    bob = seeded["bob"].public_id
+    page.goto(f"{live_server.url}/events/?range=7d")
+    everything = db_ids()
+    rows = page.locator("tr.event-row")
+    expect(rows).to_have_count(len(everything))
+    form = page.locator("form#event-filters")
+
+    # Ticking a type filters at once (and adds a history entry).
+    form.locator("input[name=type][value=lead_ingested]").check()
+    ingested = db_ids(event_type="lead_ingested")
+    expect(rows).to_have_count(len(ingested))
+    expect(page).to_have_url(re.compile(r"type=lead_ingested"))
+    typed_url = page.url
+
+    page.goto(f"{live_server.url}/events/?range=7d&type=lead_ingested&lead={bob}")
+    expect(rows).to_have_count(1)
+
+    page.go_back()
+    expect(page).to_have_url(typed_url)
+    expect(rows).to_have_count(len(ingested))
+    assert shown_ids(page) == ingested
+    expect(form.locator("input[name=lead]")).to_have_value("")
+
+    page.go_back()
+    expect(page).to_have_url(re.compile(r"/events/\?range=7d$"))
+    expect(rows).to_have_count(len(everything))
+    assert shown_ids(page) == everything
+    # The form shows what the table shows, not the filter that was left behind.
+    expect(form.locator("input[name=type][value=lead_ingested]")).not_to_be_checked()
+
+    page.go_forward()
+    expect(rows).to_have_count(len(ingested))
+    expect(form.locator("input[name=type][value=lead_ingested]")).to_be_checked()
+
+
+def details_of(page, event_id: int):
+    row = f'tr.event-row[data-event-id="{event_id}"]'
+    # Inside the row, or in a row of its own right after it.
+    return page.locator(
+        f"{row} details.event-details, {row} + tr:not(.event-row) details.event-details"
+    )
+
+
+def test_expanding_an_error_row_shows_its_details_and_traceback(
+    logged_in_page, live_server, seeded
+):
+    page = logged_in_page
+    page.goto(f"{live_server.url}/events/?range=7d&type=error")
+    details = details_of(page, seeded["error"].pk)
+    expect(details).to_have_count(1)
+    traceback = details.locator("pre.traceback")
+    expect(traceback).to_be_hidden()
+
+    details.locator("summary").click()
+
+    expect(traceback).to_be_visible()
+    expect(traceback).to_contain_text("Traceback (most recent call last)")
+    expect(traceback).to_contain_text("ConnectionError: CRM timed out after 30 s")
+    expect(details.locator("pre.details-json")).to_contain_text("hubspot")
+    # Only the row clicked opens.
+    expect(details_of(page, seeded["other_error"].pk).locator("pre.traceback")).to_be_hidden()
+
+
+def bar_links(page) -> list[str]:
+    return page.locator("section#event-histogram svg a").evaluate_all(
+        "links => links.map(a => a.getAttribute('href') || a.getAttribute('xlink:href'))"
+    )
+
+
+def test_clicking_a_histogram_bar_narrows_the_range_to_its_bucket(
+    logged_in_page, live_server, seeded
+):
+    page = logged_in_page
+    page.goto(f"{live_server.url}/events/?range=7d")
+    day = seeded["earlier"].date().isoformat()
+    links = bar_links(page)
+    wanted = [
+        i
+        for i, link in enumerate(links)
+        if parse_qs(urlsplit(link).query).get("since", [""])[0].startswith(day)
+    ]
+    assert wanted, f"no bar links to {day} in {links}"
+    bar = page.locator("section#event-histogram svg a").nth(wanted[0])
+
+    bar.click()
+
+    expect(page).to_have_url(re.compile(r"range=custom"))
+    params = query(page)
+    since = datetime.fromisoformat(params["since"][0])
+    until = datetime.fromisoformat(params["until"][0])
+    assert since.date().isoformat() == day
+    expected = db_ids(timestamp__gte=since, timestamp__lt=until)
+    # That day holds the two ingested leads and the two errors, nothing from today.
+    assert len(expected) == 4
+    expect(page.locator("tr.event-row")).to_have_count(4)
+    assert shown_ids(page) == expected
+
+
+def test_csv_export_holds_exactly_the_filtered_rows(logged_in_page, live_server, seeded):
+    page = logged_in_page
+    page.goto(f"{live_server.url}/events/?range=7d&type=lead_ingested&type=error")
+    expected = AuditEvent.objects.filter(event_type__in=["lead_ingested", "error"])
+    expect(page.locator("tr.event-row")).to_have_count(expected.count())
+
+    with page.expect_download() as info:
+        page.locator("a#export-csv").click()
+    download = info.value
+    assert download.suggested_filename.endswith(".csv")
+    with open(download.path(), newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+
+    assert sorted(r["event_id"] for r in rows) == sorted(str(e.uuid) for e in expected)
+    by_id = {r["event_id"]: r for r in rows}
+    error = by_id[str(seeded["error"].uuid)]
+    assert error["event_type"] == "error"
+    assert error["lead_id"] == seeded["ann"].public_id
+    assert "ConnectionError: CRM timed out after 30 s" in error["traceback"]
