@@ -7,10 +7,9 @@ channel needs no migration.
 
 from __future__ import annotations
 
-from functools import cache
 from typing import TYPE_CHECKING
 
-from django.utils.module_loading import import_string
+from orchestrator.registry import ClassRegistry
 
 if TYPE_CHECKING:
     from audit.alerts.channels import BaseChannel
@@ -28,24 +27,19 @@ LABELS: dict[str, str] = {
 }
 
 
+REGISTRY: ClassRegistry[BaseChannel] = ClassRegistry("alert channel kind", CHANNELS, LABELS)
+
+
 def kind_choices() -> list[tuple[str, str]]:
-    return [(kind, LABELS.get(kind, kind)) for kind in CHANNELS]
+    return REGISTRY.choices()
 
 
 def register_channel(kind: str, path: str, label: str = "") -> None:
-    CHANNELS[kind] = path
-    LABELS[kind] = label or kind
-    channel_class.cache_clear()
+    REGISTRY.register(kind, path, label)
 
 
-@cache
 def channel_class(kind: str) -> type[BaseChannel]:
-    try:
-        path = CHANNELS[kind]
-    except KeyError:
-        known = ", ".join(sorted(CHANNELS))
-        raise ValueError(f"unknown alert channel kind {kind!r} (known: {known})") from None
-    return import_string(path)
+    return REGISTRY.get(kind)
 
 
 def get_channel(channel: AlertChannel) -> BaseChannel:

@@ -7,10 +7,9 @@ from here, so adding a CRM needs no migration.
 
 from __future__ import annotations
 
-from functools import cache
 from typing import TYPE_CHECKING
 
-from django.utils.module_loading import import_string
+from orchestrator.registry import ClassRegistry
 
 if TYPE_CHECKING:
     from leads.crm.base import BaseConnector
@@ -32,24 +31,19 @@ LABELS: dict[str, str] = {
 }
 
 
+REGISTRY: ClassRegistry[BaseConnector] = ClassRegistry("CRM kind", CONNECTORS, LABELS)
+
+
 def kind_choices() -> list[tuple[str, str]]:
-    return [(kind, LABELS.get(kind, kind)) for kind in CONNECTORS]
+    return REGISTRY.choices()
 
 
 def register_connector(kind: str, path: str, label: str = "") -> None:
-    CONNECTORS[kind] = path
-    LABELS[kind] = label or kind
-    connector_class.cache_clear()
+    REGISTRY.register(kind, path, label)
 
 
-@cache
 def connector_class(kind: str) -> type[BaseConnector]:
-    try:
-        path = CONNECTORS[kind]
-    except KeyError:
-        known = ", ".join(sorted(CONNECTORS))
-        raise ValueError(f"unknown CRM kind {kind!r} (known: {known})") from None
-    return import_string(path)
+    return REGISTRY.get(kind)
 
 
 def get_connector(connection: CrmConnection) -> BaseConnector:
