@@ -7,6 +7,7 @@ choices come from here, so adding a kind needs no migration.
 
 from django.utils.module_loading import import_string
 
+
 class ClassRegistry[T]:
     def __init__(self, noun: str, paths: dict[str, str], labels: dict[str, str]) -> None:
         self.noun = noun  # names the kind in errors, e.g. "CRM kind"
