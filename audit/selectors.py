@@ -470,14 +470,44 @@ def last_event_id() -> int:
 
 
 def iter_matching(
-    *, events: QuerySet[AuditEvent], up_to_id: int, chunk: int = 2000
+    *,
+    events: QuerySet[AuditEvent],
+    up_to_id: int,
+    merge_types: Sequence[str] = (),
+    chunk: int = 2000,
+    first_chunk: int = 200,
 ) -> Iterator[AuditEvent]:
-    """`events` up to id `up_to_id` in id order, read by keyset so memory stays flat."""
-    qs = events.filter(id__lte=up_to_id).order_by("id")
-    after = 0
+    """`events` up to id `up_to_id`, newest first (as the event browser lists them),
+    read by keyset so memory stays flat.
+
+    The keyset is the (timestamp, id) order every audit index shares, so each chunk
+    is one index range whichever filter drives the query; an id order would have
+    the database scan the table from the oldest id (or sort every match of a
+    filtered range) before the first chunk. A small first chunk starts the stream
+    early. `merge_types` as for event_page: each type read on its own index range,
+    the streams merged.
+    """
+    events = events.filter(id__lte=up_to_id)
+    if len(merge_types) < 2:
+        yield from _iter_keyset(events, chunk=chunk, first_chunk=first_chunk)
+        return
+    streams = [
+        _iter_keyset(events.filter(event_type=t), chunk=chunk, first_chunk=first_chunk)
+        for t in merge_types
+    ]
+    yield from heapq.merge(*streams, key=lambda e: (e.timestamp, e.id), reverse=True)
+
+
+def _iter_keyset(
+    events: QuerySet[AuditEvent], *, chunk: int, first_chunk: int
+) -> Iterator[AuditEvent]:
+    before: tuple[datetime, int] | None = None
+    size = min(first_chunk, chunk)
     while True:
-        rows = list(qs.filter(id__gt=after)[:chunk])
-        if not rows:
-            return
+        page = _keyset_before(events, before) if before is not None else events
+        rows = list(page.order_by("-timestamp", "-id")[:size])
         yield from rows
-        after = rows[-1].id
+        if len(rows) < size:
+            return
+        before = (rows[-1].timestamp, rows[-1].id)
+        size = chunk

@@ -1,11 +1,15 @@
 """The dashboard's lead pages: the filtered list, one lead's page, and the operator actions."""
 
 from collections.abc import Callable
+from datetime import UTC
 from typing import Any
+from urllib.parse import urlencode
 
 from django.contrib import messages
+from django.contrib.humanize.templatetags.humanize import naturaltime
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from audit.services import audit_context
@@ -18,6 +22,8 @@ from leads.models import Lead
 from leads.selectors import (
     PAGE_SIZE,
     Cursor,
+    Timeline,
+    latest_lead_events,
     lead_by_public_id,
     lead_crm,
     lead_page,
@@ -73,17 +79,40 @@ def _lead_or_404(public_id: str) -> Lead:
     return lead
 
 
+def _timeline(lead: Lead) -> Timeline:
+    """The lead's timeline with each entry's display strings and links (see TimelineEntry)."""
+    timeline = lead_timeline(lead_id=lead.public_id)
+    event_list_url = reverse("event-list")
+    for entry in timeline.entries:
+        event = entry.event
+        utc = event.timestamp.astimezone(UTC)
+        entry.iso = utc.isoformat()
+        entry.utc_text = f"{utc:%Y-%m-%d %H:%M:%S}"
+        entry.ago = naturaltime(event.timestamp)
+        entry.detail_url = reverse("event-detail", kwargs={"pk": event.pk})
+        if event.correlation_id:
+            query = {
+                "correlation": event.correlation_id,
+                "range": "custom",
+                "since": f"{entry.window_since.astimezone(UTC):%Y-%m-%d}",
+                "until": f"{entry.window_until.astimezone(UTC):%Y-%m-%d}",
+            }
+            entry.correlation_url = f"{event_list_url}?{urlencode(query)}"
+    return timeline
+
+
 def _detail_context(request: HttpRequest, lead: Lead) -> dict[str, Any]:
     sequences = lead_sequences(lead=lead)
     crm = lead_crm(lead=lead)
     active = [v for v in sequences if v.enrollment.status == Enrollment.Status.ACTIVE]
+    latest = latest_lead_events(lead_id=lead.public_id)
     return {
         "lead": lead,
-        "score": score_view(lead=lead),
-        "routed": routing_event(lead=lead),
+        "score": score_view(lead=lead, latest=latest),
+        "routed": routing_event(lead=lead, latest=latest),
         "crm": crm,
         "sequences": sequences,
-        "timeline": lead_timeline(lead_id=lead.public_id),
+        "timeline": _timeline(lead),
         "can_act": can_act(request.user),
         "requalify_blocker": requalify_blocker(lead),
         "has_active_sequence": bool(active),

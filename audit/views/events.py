@@ -1,12 +1,14 @@
 """The event browser: filter, chart, page through, tail and export the audit trail."""
 
 import csv
+import hashlib
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from django.core.cache import cache
 from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse, QueryDict, StreamingHttpResponse
 from django.shortcuts import render
@@ -31,6 +33,8 @@ TAIL_LIMIT = 100
 # Counting from the events (filters the rollups cannot answer) reads at most this
 # many of them; beyond it the page says the counts cover only the newest ones.
 SCAN_LIMIT = 2000
+# The histogram and type counts of a filter are shared this long (_volume_and_histogram).
+CHART_CACHE_SECONDS = 60
 EXPORT_FORMATS = {
     "csv": ("text/csv; charset=utf-8", "csv"),
     "jsonl": ("application/x-ndjson; charset=utf-8", "jsonl"),
@@ -83,6 +87,8 @@ def _with_display(events: list[AuditEvent], params: QueryDict) -> list[AuditEven
             "details": pretty,
             "summary": summary if len(summary) <= 80 else summary[:79] + "…",
             "url": detail_url.format(event.id),
+            # As the template's |date would show it: in the current time zone.
+            "when": f"{timezone.localtime(event.timestamp):%Y-%m-%d %H:%M:%S}",
             "lead_url": filter_base["lead"] + quote(event.lead_public_id),
             "correlation_url": filter_base["correlation"] + quote(event.correlation_id),
         }
@@ -165,6 +171,40 @@ def _volume(filterset: EventFilter, period: Period) -> selectors.EventVolume:
     )
 
 
+def _volume_and_histogram(
+    request: HttpRequest, filterset: EventFilter, period: Period
+) -> tuple[selectors.EventVolume, dict[str, Any]]:
+    """The counts (histogram and type facets) and the drawn chart, shared for a minute.
+
+    Counting a long period and drawing the chart cost more than the rest of the page;
+    a page, its fragments, its next pages and its reloads within the same minute ask
+    for the same ones. The key holds every parameter but the list position (the
+    chart's links carry them) and the period to the minute: at most a minute stale.
+    """
+    params = sorted(
+        (name, value)
+        for name, values in request.GET.lists()
+        if name not in POSITION_PARAMS
+        for value in values
+    )
+    ident = repr(
+        (
+            params,
+            _floor_minute(period.start).isoformat(),
+            _floor_minute(period.end).isoformat(),
+            period.unit,
+        )
+    )
+    key = f"events:chart:v1:{hashlib.sha256(ident.encode()).hexdigest()[:40]}"
+    cached = cache.get(key)
+    if cached is not None:
+        return cached
+    volume = _volume(filterset, period)
+    result = (volume, _histogram(request, period, volume, filterset.types))
+    cache.set(key, result, CHART_CACHE_SECONDS)
+    return result
+
+
 def _merge_types(filterset: EventFilter) -> list[str]:
     """Types to read one by one and merge (see event_page), when nothing narrower
     than the type drives the query."""
@@ -201,8 +241,8 @@ def event_list(request: HttpRequest) -> HttpResponse:
         response.headers["Vary"] = "HX-Request"
         return response
 
-    volume = _volume(filterset, period)
-    context.update(histogram=_histogram(request, period, volume, filterset.types), volume=volume)
+    volume, histogram = _volume_and_histogram(request, filterset, period)
+    context.update(histogram=histogram, volume=volume)
     if target == "event-histogram":
         return render_page(
             request,
@@ -299,7 +339,9 @@ def event_export(request: HttpRequest) -> StreamingHttpResponse:
                 "up_to_event_id": up_to_id,
             },
         )
-    events = selectors.iter_matching(events=filterset.events(), up_to_id=up_to_id)
+    events = selectors.iter_matching(
+        events=filterset.events(), up_to_id=up_to_id, merge_types=_merge_types(filterset)
+    )
     lines = _csv_lines(events) if fmt == "csv" else _jsonl_lines(events)
     response = StreamingHttpResponse(lines, content_type=content_type)
     stamp = timezone.now().strftime("%Y%m%dT%H%M%SZ")

@@ -479,3 +479,52 @@ def test_detail_page_links_correlation_and_lead(auditor_client):
 
 def test_detail_of_a_missing_event_is_404(auditor_client):
     assert auditor_client.get(reverse("event-detail", kwargs={"pk": 424242})).status_code == 404
+
+
+def test_histogram_and_type_counts_are_shared_for_a_minute(auditor_client, url, clock):
+    from django.core.cache import cache
+
+    cache.clear()
+    event(timedelta(hours=2), event_type="lead_routed")
+    assert facet_count(auditor_client.get(url).content, "lead_routed") == 1
+    event(timedelta(hours=1), event_type="lead_routed")
+    # The same filters within the minute: the counts are the ones computed first ...
+    assert facet_count(auditor_client.get(url).content, "lead_routed") == 1
+    # ... other filters have their own.
+    other = auditor_client.get(url, {"workflow": "sales"}).content
+    assert facet_count(other, "lead_routed") == 2
+    clock.shift(timedelta(seconds=61))
+    assert facet_count(auditor_client.get(url).content, "lead_routed") == 2
+
+
+def test_export_streams_newest_first_across_chunks_and_merged_types(db):
+    from audit import selectors as audit_selectors
+
+    made = [
+        event(timedelta(minutes=m), event_type=t)
+        for m, t in [
+            (1, "lead_routed"),
+            (2, "email_sent"),
+            (3, "lead_ingested"),
+            (4, "lead_routed"),
+        ]
+    ]
+    made += [event(timedelta(minutes=5), event_type="lead_routed") for _ in range(3)]
+    late = event(timedelta(minutes=6), event_type="lead_routed")
+    up_to = late.id - 1  # the snapshot leaves out what came after it
+    everything = AuditEvent.objects.all()
+    newest_first = [e.id for e in sorted(made, key=lambda e: (e.timestamp, e.id), reverse=True)]
+    streamed = audit_selectors.iter_matching(
+        events=everything, up_to_id=up_to, chunk=2, first_chunk=1
+    )
+    assert [e.id for e in streamed] == newest_first
+    types = ["lead_routed", "lead_ingested"]
+    merged = audit_selectors.iter_matching(
+        events=everything.filter(event_type__in=types),
+        up_to_id=up_to,
+        merge_types=types,
+        chunk=2,
+        first_chunk=1,
+    )
+    wanted = [i for i in newest_first if AuditEvent.objects.get(pk=i).event_type in types]
+    assert [e.id for e in merged] == wanted

@@ -631,3 +631,19 @@ def test_a_common_prefix_gives_the_same_answer_by_the_other_path(
     assert row_ids(response) == [crowd["ann"]]
     response = auditor_client.get(LIST, {"q": "bo"}, **HTMX)
     assert row_ids(response) == [crowd["bob"]]
+
+
+def test_score_and_routing_come_from_each_types_latest_event(web_source):
+    lead = make_lead(web_source, "many@acme.example", ago=timedelta(days=3))
+    first = record_event(event_type="lead_qualified", lead=lead, timestamp=NOW - timedelta(days=2))
+    routed = record_event(event_type="lead_routed", lead=lead, timestamp=NOW - timedelta(days=2))
+    latest = record_event(event_type="lead_qualified", lead=lead, timestamp=NOW - timedelta(days=1))
+    # Many newer events of other types between: the walk must go past them.
+    for h in range(30):
+        record_event(event_type="email_sent", lead=lead, timestamp=NOW - timedelta(hours=h))
+    found = selectors.latest_lead_events(lead_id=lead.public_id)
+    assert found == {"lead_qualified": latest, "lead_routed": routed}
+    assert first != latest
+    assert selectors.score_view(lead=lead).decided == latest
+    assert selectors.routing_event(lead=lead, latest=found) == routed
+    assert selectors.latest_lead_events(lead_id="LEAD-999999") == {}

@@ -1,6 +1,7 @@
 """Scheduled reports: periods, content for a seeded period, one send per period, dashboard."""
 
 import io
+import re
 import zipfile
 from datetime import UTC, date, datetime, timedelta
 
@@ -308,3 +309,89 @@ def test_reports_in_the_dashboard(seeded_day, auditor_client):
     )
     bad = auditor_client.get(reverse("report-detail", args=["daily", "18-11-2026"]))
     assert bad.status_code == 400 and b"YYYY-MM-DD" in bad.content
+
+
+@pytest.fixture
+def empty_cache():
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()
+
+
+def test_the_dashboards_monthly_report_shows_the_last_verification(
+    seeded_day, auditor_client, empty_cache, monkeypatch
+):
+    url = reverse("report-detail", args=["monthly", "2026-11-18"])
+    import audit.integrity
+
+    def no_verify(**kwargs):
+        raise AssertionError("the dashboard must not verify the trail on a view")
+
+    with time_machine.travel(at(DAY + timedelta(days=20), 9), tick=False):
+        before = auditor_client.get(url).content.decode()
+        assert "Not verified yet: run manage.py verify_audit" in before
+        out = io.StringIO()
+        call_command("verify_audit", stdout=out)
+        assert "Audit trail verified." in out.getvalue()
+    monkeypatch.setattr(audit.integrity, "verify", no_verify)
+    # The month's report is cached, but a new verification shows at once.
+    with time_machine.travel(at(DAY + timedelta(days=20), 9, 1), tick=False):
+        body = auditor_client.get(url).content.decode()
+    assert "the last full verification, by verify_audit" in body
+    row = re.search(r'id="table-integrity".*?<tbody>(.*?)</tbody>', body, re.S)[1]
+    cells = re.findall(r"<td>(.*?)</td>", row)
+    assert cells[0] == "OK" and int(cells[1]) == AuditEvent.objects.count()
+    assert cells[5] == "2026-12-08 09:00"
+
+
+def test_a_sent_monthly_report_verifies_and_records_the_result(seeded_day):
+    from audit.reports.models import IntegrityCheck
+
+    with time_machine.travel(at(DAY + timedelta(days=20), 9), tick=False):
+        row = table(build_report("monthly", DAY), "integrity").rows[0]
+    (check,) = IntegrityCheck.objects.all()
+    assert row == ["OK", check.events_checked, check.seals_checked, 0, "", "2026-12-08 09:00"]
+    assert check.ok and check.events_checked == AuditEvent.objects.count()
+
+
+def report_body(response) -> str:
+    # The report itself: the page around it has a fresh CSP nonce and CSRF token each time.
+    return response.content.decode().split('id="report-body"')[1].split("</section>")[0]
+
+
+def test_reports_of_ended_periods_are_cached_for_a_minute(seeded_day, auditor_client, empty_cache):
+    url = reverse("report-detail", args=["daily", "2026-11-18"])
+    download = reverse("report-download", args=["daily", "2026-11-18"])
+
+    def leads_csv():
+        response = auditor_client.get(download)
+        archive = zipfile.ZipFile(io.BytesIO(response.content))
+        return archive.read("daily-2026-11-18-leads_by_source.csv").decode()
+
+    with time_machine.travel(at(DAY + timedelta(days=1), 9), tick=False):
+        first = report_body(auditor_client.get(url))
+        csv_before = leads_csv()
+        # A late lead for the 18th (an import): the cached report does not show it yet.
+        make_lead(seeded_day[1], at(DAY, 11))
+        assert report_body(auditor_client.get(url)) == first
+        assert leads_csv() == csv_before
+    with time_machine.travel(
+        at(
+            DAY + timedelta(days=1),
+            9,
+            2,
+        ),
+        tick=False,
+    ):
+        assert report_body(auditor_client.get(url)) != first
+        assert "Trade fair" in leads_csv() and leads_csv() != csv_before
+
+
+def test_a_report_of_a_running_period_is_not_cached(seeded_day, auditor_client, empty_cache):
+    url = reverse("report-detail", args=["daily", "2026-11-18"])
+    with time_machine.travel(at(DAY, 15), tick=False):
+        first = report_body(auditor_client.get(url))
+        make_lead(seeded_day[1], at(DAY, 14))
+        assert report_body(auditor_client.get(url)) != first
