@@ -116,21 +116,21 @@ class Statistics:
         }
 
 
-def _ceil_hour(ts: datetime) -> datetime:
-    floor = _floor_hour(ts)
+def ceil_hour(ts: datetime) -> datetime:
+    floor = floor_hour(ts)
     return floor if floor == ts else floor + HOUR
 
 
-def _floor_hour(ts: datetime) -> datetime:
+def floor_hour(ts: datetime) -> datetime:
     return ts.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
 
-def _ceil_day(ts: datetime) -> datetime:
-    floor = _floor_day(ts)
+def ceil_day(ts: datetime) -> datetime:
+    floor = floor_day(ts)
     return floor if floor == ts else floor + DAY
 
 
-def _floor_day(ts: datetime) -> datetime:
+def floor_day(ts: datetime) -> datetime:
     return ts.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
 
 
@@ -157,8 +157,8 @@ def statistics(
     # needs no partial hour at its end.
     open_end = until is None or until > timezone.now()
 
-    h0 = _ceil_hour(since) if since else None
-    h1 = None if open_end else _floor_hour(until)  # type: ignore[arg-type]
+    h0 = ceil_hour(since) if since else None
+    h1 = None if open_end else floor_hour(until)  # type: ignore[arg-type]
     raw: list[tuple[datetime | None, datetime | None]] = []
     hourly: list[tuple[datetime | None, datetime | None]] = []
     daily: tuple[datetime | None, datetime | None] | None = None
@@ -170,8 +170,8 @@ def statistics(
             raw.append((since, h0))
         if h1 is not None:
             raw.append((h1, until))
-        d0 = _ceil_day(h0) if h0 else None
-        d1 = _floor_day(h1) if h1 else None
+        d0 = ceil_day(h0) if h0 else None
+        d1 = floor_day(h1) if h1 else None
         if d0 is not None and d1 is not None and d0 >= d1:
             hourly.append((h0, h1))
         else:
@@ -371,8 +371,8 @@ def event_volume_from_rollups(*, period: "Period", workflow: str | None = None) 
     gaps = head.open_gaps if head else []
     open_end = until > timezone.now()
 
-    h0 = _ceil_hour(since)
-    h1 = None if open_end else _floor_hour(until)
+    h0 = ceil_hour(since)
+    h1 = None if open_end else floor_hour(until)
     raw: list[tuple[datetime, datetime]] = []
     hourly: list[tuple[datetime, datetime | None]] = []
     daily: tuple[datetime, datetime | None] | None = None
@@ -382,8 +382,8 @@ def event_volume_from_rollups(*, period: "Period", workflow: str | None = None) 
         raw.append((since, h0))
         if h1 is not None:
             raw.append((h1, until))
-        d0 = _ceil_day(h0)
-        d1 = _floor_day(h1) if h1 is not None else None
+        d0 = ceil_day(h0)
+        d1 = floor_day(h1) if h1 is not None else None
         if period.unit == "hour" or (d1 is not None and d0 >= d1):
             hourly.append((h0, h1))
         else:

@@ -13,7 +13,7 @@ keyed by the period's bounds rounded down to the minute.
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
@@ -23,6 +23,7 @@ from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
 from audit.models import AuditEvent, AuditRollup, AuditRollupDay, AuditSeal
+from audit.selectors import ceil_day, ceil_hour, floor_day, floor_hour
 from audit.spikes import SpikeRule, spike_indexes
 from audit.types import ERROR
 from leads.crm.services import STEP_KIND as CRM_STAGE
@@ -30,8 +31,6 @@ from leads.models import Lead, LeadSource
 from orchestrator.models import Workflow, WorkflowRun
 from orchestrator.periods import Period
 
-HOUR = timedelta(hours=1)
-DAY = timedelta(days=1)
 CACHE_SECONDS = 60
 # The chart palette has nine colours; smaller sources share the last series.
 MAX_SOURCE_SERIES = 8
@@ -41,24 +40,6 @@ NO_VALUE = "\u2013"  # an en dash: a rate of nothing, or a change from nothing k
 
 
 # --- Event counts from the rollups ------------------------------------------------------
-
-
-def _floor_hour(ts: datetime) -> datetime:
-    return ts.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-
-
-def _ceil_hour(ts: datetime) -> datetime:
-    floor = _floor_hour(ts)
-    return floor if floor == ts else floor + HOUR
-
-
-def _floor_day(ts: datetime) -> datetime:
-    return ts.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-
-
-def _ceil_day(ts: datetime) -> datetime:
-    floor = _floor_day(ts)
-    return floor if floor == ts else floor + DAY
 
 
 def event_counts(
@@ -80,8 +61,8 @@ def event_counts(
 
     # Nothing is timestamped in the future: a range ending after now needs no
     # partial hour at its end, the rollups (and the tail) cover it.
-    h0 = _ceil_hour(since)
-    h1 = _ceil_hour(until) if until > timezone.now() else _floor_hour(until)
+    h0 = ceil_hour(since)
+    h1 = ceil_hour(until) if until > timezone.now() else floor_hour(until)
     raw: list[tuple[datetime, datetime]] = []
     hourly: list[tuple[datetime, datetime]] = []
     daily: tuple[datetime, datetime] | None = None
@@ -90,7 +71,7 @@ def event_counts(
         raw.extend([(since, h0), (h0, until)] if h0 < until else [(since, until)])
     else:
         raw.extend(piece for piece in [(since, h0), (h1, until)] if piece[0] < piece[1])
-        d0, d1 = _ceil_day(h0), _floor_day(h1)
+        d0, d1 = ceil_day(h0), floor_day(h1)
         if by_day and d0 < d1:
             daily = (d0, d1)
             hourly.extend(piece for piece in [(h0, d0), (d1, h1)] if piece[0] < piece[1])
@@ -127,7 +108,7 @@ def event_counts(
             .annotate(n=Count("id"))
         )
         for etype, n in rows:
-            out[(etype, _floor_hour(lo))] += n
+            out[(etype, floor_hour(lo))] += n
     if hourly or daily is not None:
         # Events no seal has counted yet, found by id alone and filtered here:
         # a type or time filter tempts the planner onto the (event_type,
@@ -139,7 +120,7 @@ def event_counts(
         tail = AuditEvent.objects.filter(unsealed).order_by()
         for ts, etype in tail.values_list("timestamp", "event_type"):
             if etype in types and h0 <= ts < h1:
-                out[(etype, _floor_hour(ts))] += 1
+                out[(etype, floor_hour(ts))] += 1
     return out
 
 
