@@ -293,6 +293,7 @@ def _rules(raw: Any) -> list[dict[str, Any]]:
 
 # The events the lead page shows the latest of (score_view, routing_event).
 DECISION_TYPES = ("lead_qualified", "lead_routed")
+DECISION_SCAN_LIMIT = 20_000
 
 
 def latest_lead_events(
@@ -300,24 +301,28 @@ def latest_lead_events(
 ) -> dict[str, AuditEvent]:
     """The latest event of each of `event_types` for the lead, by type (absent: none).
 
-    One walk of the lead's events, newest first, stopping once each type is found.
-    The types go in as an IN list of two or more on purpose: for `lead = ? AND
-    event_type = ?` SQLite (no statistics on the events table) may pick the
-    event-type index and walk every event of that type in the database down to an
-    old lead's; with the IN list it walks the lead's own index.
+    One walk of the lead's own index (lead_public_id, -timestamp, -id), newest
+    first, reading only id and type, stopping once each type is found. Filtering
+    by type in SQL instead lets SQLite (no statistics on the events table) pick
+    the event-type index and walk every event of that type in the database; a
+    lead with thousands of events and no routing decision took 300 ms that way.
+    The walk stops after DECISION_SCAN_LIMIT events: a decision older than that
+    many of the lead's events is reported as absent (the page links the rest).
     """
     wanted = set(event_types)
-    found: dict[str, AuditEvent] = {}
-    events = (
-        AuditEvent.objects.filter(lead_public_id=lead_id, event_type__in=sorted(wanted))
-        .defer("traceback", "mac")
+    ids: dict[str, int] = {}
+    rows = (
+        AuditEvent.objects.filter(lead_public_id=lead_id)
         .order_by("-timestamp", "-id")
+        .values_list("id", "event_type")[:DECISION_SCAN_LIMIT]
     )
-    for event in events.iterator(chunk_size=20):
-        found.setdefault(event.event_type, event)
-        if len(found) == len(wanted):
-            break
-    return found
+    for pk, event_type in rows.iterator(chunk_size=500):
+        if event_type in wanted and event_type not in ids:
+            ids[event_type] = pk
+            if len(ids) == len(wanted):
+                break
+    events = AuditEvent.objects.defer("traceback", "mac").in_bulk(list(ids.values()))
+    return {event_type: events[pk] for event_type, pk in ids.items()}
 
 
 def _latest(
