@@ -37,6 +37,7 @@ from functools import cache
 from typing import Any
 
 from django.db import transaction
+from django.utils import timezone
 from django.utils.html import strip_tags
 from django.utils.module_loading import import_string
 from imap_tools import MailBox, MailBoxStartTls, MailBoxUnencrypted, MailMessage
@@ -499,7 +500,9 @@ def poll_source(*, source: LeadSource) -> PollSummary:
             username, password = credentials(config, source=source)
             with connect(config, username=username, password=password) as mailbox:
                 _poll(mailbox, source=source, config=config, summary=summary, correlation_id=cid)
+            _note_poll(source, ok=True)
         except InboxError as exc:
+            _note_poll(source, ok=False)
             record_event(
                 event_type="error",
                 exc=exc,
@@ -513,6 +516,19 @@ def poll_source(*, source: LeadSource) -> PollSummary:
             )
             raise
     return summary
+
+
+def _note_poll(source: LeadSource, *, ok: bool) -> None:
+    """When the source was last polled, and whether that poll worked.
+
+    A failed poll is also an error event; a good one leaves no event, so this
+    is how alerts know that an inbox has recovered. One poll of a source runs
+    at a time (poll_inbox's lock), so the state is not written concurrently.
+    """
+    key = "last_poll_ok_at" if ok else "last_poll_failed_at"
+    source.refresh_from_db(fields=["state"])
+    source.state = {**(source.state or {}), key: timezone.now().isoformat()}
+    LeadSource.objects.filter(pk=source.pk).update(state=source.state)
 
 
 def _poll(

@@ -191,9 +191,9 @@ def inbox_failing(params: dict[str, Any], now: datetime) -> dict[str, Finding]:
 
     leads.inbox.poll_source records a failed poll as an error event whose
     details name the source and the IMAP host (a bad message names a
-    message_id instead); a good poll leaves no event, so "failing" means
-    at least min_failures failed polls within the window, which should span
-    a few poll intervals.
+    message_id instead), and the time of the last good poll in the source's
+    state: "failing" means at least min_failures failed polls within the
+    window and no good poll since the last of them.
     """
     since = now - timedelta(minutes=params["window_minutes"])
     sources = LeadSource.objects.filter(kind=LeadSource.Kind.EMAIL_INBOX, active=True)
@@ -214,10 +214,17 @@ def inbox_failing(params: dict[str, Any], now: datetime) -> dict[str, Finding]:
         if slug in slugs:
             failures.setdefault(slug, []).append(event)
     found: dict[str, Finding] = {}
+    recovered = {
+        slug: datetime.fromisoformat(state["last_poll_ok_at"])
+        for slug, state in sources.values_list("slug", "state")
+        if (state or {}).get("last_poll_ok_at")
+    }
     for slug, events in sorted(failures.items()):
         if len(events) < params["min_failures"]:
             continue
         last = events[0]
+        if slug in recovered and recovered[slug] > last.timestamp:
+            continue  # a later poll worked: the inbox is back
         reason = (last.details or {}).get("reason") or last.error_message
         found[slug] = Finding(
             summary=(

@@ -161,6 +161,16 @@ def test_inbox_failing_counts_failed_polls_not_bad_messages():
     assert found["sales-inbox"].details["failures"] == 2
     assert found["sales-inbox"].details["reason"] == "login failed"
     assert evaluate("inbox_failing", min_failures=3) == {}
+    # A good poll after the failures: the inbox is back, though the window still
+    # holds the failures.
+    LeadSource.objects.filter(slug="sales-inbox").update(
+        state={"last_poll_ok_at": (NOW - timedelta(minutes=1)).isoformat()}
+    )
+    assert evaluate("inbox_failing", window_minutes=15) == {}
+    LeadSource.objects.filter(slug="sales-inbox").update(
+        state={"last_poll_ok_at": (NOW - timedelta(minutes=30)).isoformat()}
+    )
+    assert list(evaluate("inbox_failing", window_minutes=15)) == ["sales-inbox"]
 
 
 # --- queue_stalled -------------------------------------------------------------------------

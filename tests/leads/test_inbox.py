@@ -113,6 +113,8 @@ def test_lead_mail_becomes_a_lead_and_is_moved(dovecot, source):
     source.refresh_from_db()
     assert source.state["last_uid"] == uid
     assert isinstance(source.state["uidvalidity"], int)
+    # A good poll leaves no event, so its time is kept for the inbox alert.
+    assert source.state["last_poll_ok_at"] and "last_poll_failed_at" not in source.state
 
 
 def test_command_prints_the_summary_and_a_second_poll_does_nothing(dovecot, source):
@@ -343,6 +345,8 @@ def test_wrong_password_is_a_command_error(dovecot, source, monkeypatch):
     assert error.error_type == "InboxConnectionError"
     assert "AUTHENTICATIONFAILED" in error.error_message
     assert error.details["port"] == dovecot.port
+    source.refresh_from_db()
+    assert source.state["last_poll_failed_at"] and "last_poll_ok_at" not in source.state
 
 
 def test_unreachable_server_is_a_command_error(source, unused_port):
