@@ -395,3 +395,17 @@ def test_a_report_of_a_running_period_is_not_cached(seeded_day, auditor_client, 
         first = report_body(auditor_client.get(url))
         make_lead(seeded_day[1], at(DAY, 14))
         assert report_body(auditor_client.get(url)) != first
+
+
+@pytest.mark.django_db
+def test_integrity_checks_and_sends_are_read_only_in_the_admin(admin_client):
+    from audit.reports.models import IntegrityCheck
+
+    check = IntegrityCheck.objects.create(ok=True, events_checked=3, seals_checked=1)
+    listing = admin_client.get(reverse("admin:reports_integritycheck_changelist"))
+    assert listing.status_code == 200 and b"events checked" in listing.content.lower()
+    assert admin_client.get(reverse("admin:reports_integritycheck_add")).status_code == 403
+    delete = reverse("admin:reports_integritycheck_delete", args=[check.pk])
+    assert admin_client.post(delete, {"post": "yes"}).status_code == 403
+    assert IntegrityCheck.objects.filter(pk=check.pk).exists()
+    assert admin_client.get(reverse("admin:reports_reportsend_add")).status_code == 403
