@@ -3,7 +3,7 @@
 Everything is read from the pipeline tables (leads, enrollments, emails, CRM
 records and calls) over an indexed date column, never from the audit trail:
 the tables say where each lead stands now, in a few rows per lead. Results
-are cached for at most a minute (CACHE_SECONDS), keyed by the period rounded
+are cached for at most a minute (FIGURE_CACHE_SECONDS), keyed by the period rounded
 to the minute, so a page and its fragments reloaded within a minute share
 one computation.
 """
@@ -12,28 +12,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.core.cache import cache
 from django.db.models import Avg, Count, Exists, F, OuterRef, Q
 
 from leads.crm.models import CrmCall, CrmConnection, CrmRecord
 from leads.email.models import Enrollment, OutboundEmail
 from leads.models import Lead, LeadSource
-
-CACHE_SECONDS = 60
+from orchestrator.dashboard import cached_figure, minute
 
 # Enrollment cancel reasons that end a sequence because of the recipient.
 REPLIED, BOUNCED, UNSUBSCRIBED = "replied", "bounced", "unsubscribed"
 
 
 def _cached[T](name: str, since: datetime, until: datetime, compute: Callable[[], T]) -> T:
-    # Rounded to the minute: "last 7 days" moves with every request, and
-    # figures up to a minute old are fine for analytics.
-    key = f"analytics:{name}:{int(since.timestamp()) // 60}:{int(until.timestamp()) // 60}"
-    value = cache.get(key)
-    if value is None:
-        value = compute()
-        cache.set(key, value, CACHE_SECONDS)
-    return value
+    return cached_figure(f"analytics:{name}", minute(since), minute(until), compute=compute)
 
 
 def _ratio(part: int, whole: int) -> float | None:

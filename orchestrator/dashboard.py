@@ -1,8 +1,12 @@
 """What every dashboard view shares: the period, the page-or-fragment render, bad input."""
 
+import hashlib
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
+from django.core.cache import cache
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
@@ -51,3 +55,26 @@ def render_page(
     # The same URL answers with a page or a fragment: caches must keep them apart.
     response.headers["Vary"] = "HX-Request"
     return response
+
+
+# The issue allows figures up to a minute old; every cached dashboard figure uses this.
+FIGURE_CACHE_SECONDS = 60
+_MISSING = object()
+
+
+def minute(moment: datetime) -> int:
+    """The minute holding `moment`: "last 7 days" moves with every request, so cache
+    keys round the period's bounds to it."""
+    return int(moment.timestamp()) // 60
+
+
+def cached_figure[T](name: str, *key: object, compute: Callable[[], T]) -> T:
+    """`compute()`, shared for FIGURE_CACHE_SECONDS by requests with the same `key`
+    (pass the period as minute(start), minute(end))."""
+    digest = hashlib.sha256(repr(key).encode()).hexdigest()[:40]
+    cache_key = f"figures:{name}:{digest}"
+    value = cache.get(cache_key, _MISSING)
+    if value is _MISSING:
+        value = compute()
+        cache.set(cache_key, value, FIGURE_CACHE_SECONDS)
+    return value  # type: ignore[return-value]

@@ -17,7 +17,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
-from django.core.cache import cache
 from django.db import connection
 from django.db.models import Count, Q, Sum
 from django.utils import timezone
@@ -28,10 +27,10 @@ from audit.spikes import SpikeRule, spike_indexes
 from audit.types import ERROR
 from leads.crm.services import STEP_KIND as CRM_STAGE
 from leads.models import Lead, LeadSource
+from orchestrator.dashboard import cached_figure, minute
 from orchestrator.models import Workflow, WorkflowRun
 from orchestrator.periods import Period
 
-CACHE_SECONDS = 60
 # The chart palette has nine colours; smaller sources share the last series.
 MAX_SOURCE_SERIES = 8
 CRM_SUCCESS = ("crm_create", "crm_update")
@@ -146,12 +145,9 @@ def _bucketed(
 def cached(name: str, period: Period, compute: Callable[[], Any]) -> Any:
     """`compute()`, shared for a minute by requests whose period starts and ends in the
     same minutes (a preset moves with the clock, so its exact bounds never repeat)."""
-    key = f"overview:{name}:{period.start:%Y%m%d%H%M}:{period.end:%Y%m%d%H%M}"
-    value = cache.get(key)
-    if value is None:
-        value = compute()
-        cache.set(key, value, CACHE_SECONDS)
-    return value
+    return cached_figure(
+        f"overview:{name}", minute(period.start), minute(period.end), compute=compute
+    )
 
 
 def _buckets_clipped(period: Period) -> list[tuple[datetime, datetime]]:

@@ -4,7 +4,6 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from django.core.cache import cache
 from django.http import Http404, HttpRequest, HttpResponse
 from django.urls import reverse
 from django.utils import timezone
@@ -14,11 +13,10 @@ from django.utils.safestring import SafeString
 from audit import error_selectors
 from audit.models import AuditEvent
 from orchestrator.access import viewer_required
-from orchestrator.dashboard import UserInputError, get_period, render_page
+from orchestrator.dashboard import UserInputError, cached_figure, get_period, minute, render_page
 from orchestrator.periods import Period
 
 GROUP_LIMIT = 100
-CACHE_SECONDS = 60
 PAGE_SIZE = 50
 SORT_OPTIONS = [("count", "Events"), ("last_seen", "Last seen")]
 
@@ -79,16 +77,16 @@ def error_list(request: HttpRequest) -> HttpResponse:
     buckets = period.buckets()
     # The groups of a long period aggregate tens of thousands of rows: a page and its
     # reloads within the same minute share one computation (at most a minute stale).
-    key = (
-        f"errors:groups:{sort}:{int(period.start.timestamp()) // 60}:"
-        f"{int(period.end.timestamp()) // 60}:{period.unit}"
-    )
-    groups = cache.get(key)
-    if groups is None:
-        groups = error_selectors.error_groups(
+    groups = cached_figure(
+        "errors:groups",
+        sort,
+        minute(period.start),
+        minute(period.end),
+        period.unit,
+        compute=lambda: error_selectors.error_groups(
             since=period.start, until=period.end, buckets=buckets, sort=sort, limit=GROUP_LIMIT
-        )
-        cache.set(key, groups, CACHE_SECONDS)
+        ),
+    )
     rows = [
         {
             "group": group,

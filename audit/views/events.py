@@ -1,14 +1,12 @@
 """The event browser: filter, chart, page through, tail and export the audit trail."""
 
 import csv
-import hashlib
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from django.core.cache import cache
 from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse, QueryDict, StreamingHttpResponse
 from django.shortcuts import render
@@ -24,7 +22,7 @@ from audit.transfer import CSV_COLUMNS, csv_safe
 from audit.types import known_event_types
 from orchestrator.access import actor_for, viewer_required
 from orchestrator.charts import Series, bar_chart
-from orchestrator.dashboard import UserInputError, get_period, render_page
+from orchestrator.dashboard import UserInputError, cached_figure, get_period, minute, render_page
 from orchestrator.periods import Period
 
 PAGE_SIZE = 50
@@ -34,7 +32,6 @@ TAIL_LIMIT = 100
 # many of them; beyond it the page says the counts cover only the newest ones.
 SCAN_LIMIT = 2000
 # The histogram and type counts of a filter are shared this long (_volume_and_histogram).
-CHART_CACHE_SECONDS = 60
 EXPORT_FORMATS = {
     "csv": ("text/csv; charset=utf-8", "csv"),
     "jsonl": ("application/x-ndjson; charset=utf-8", "jsonl"),
@@ -187,22 +184,19 @@ def _volume_and_histogram(
         if name not in POSITION_PARAMS
         for value in values
     )
-    ident = repr(
-        (
-            params,
-            _floor_minute(period.start).isoformat(),
-            _floor_minute(period.end).isoformat(),
-            period.unit,
-        )
+    return cached_figure(
+        "events:chart",
+        params,
+        minute(period.start),
+        minute(period.end),
+        period.unit,
+        compute=lambda: _chart(request, filterset, period),
     )
-    key = f"events:chart:v1:{hashlib.sha256(ident.encode()).hexdigest()[:40]}"
-    cached = cache.get(key)
-    if cached is not None:
-        return cached
+
+
+def _chart(request: HttpRequest, filterset: EventFilter, period: Period) -> tuple:
     volume = _volume(filterset, period)
-    result = (volume, _histogram(request, period, volume, filterset.types))
-    cache.set(key, result, CHART_CACHE_SECONDS)
-    return result
+    return (volume, _histogram(request, period, volume, filterset.types))
 
 
 def _merge_types(filterset: EventFilter) -> list[str]:
