@@ -134,6 +134,11 @@ class Lead(models.Model):
     def __str__(self) -> str:
         return f"{self.public_id} <{self.email}>"
 
+    @property
+    def workflow_name(self) -> str:
+        """The workflow's name as audit events carry it ("" for a lead without one)."""
+        return self.workflow.name if self.workflow_id else ""
+
     @staticmethod
     def format_public_id(pk: int) -> str:
         return f"{PUBLIC_ID_PREFIX}{pk:06d}"

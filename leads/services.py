@@ -168,7 +168,7 @@ def lead_create(
         event_type="lead_ingested",
         actor=actor,
         lead=lead,
-        workflow=lead.workflow.name if lead.workflow else "",
+        workflow=lead.workflow_name,
         timestamp=at,
         details={
             "source": source.slug,
@@ -226,7 +226,7 @@ def ingest_lead(
             event_type="lead_ingested",
             actor=actor,
             lead=existing,
-            workflow=existing.workflow.name if existing.workflow else "",
+            workflow=existing.workflow_name,
             timestamp=at,
             details={
                 "source": source.slug,
@@ -255,7 +255,7 @@ def lead_qualify(*, lead: Lead, config: Mapping[str, Any], actor: str = "system"
         event_type="lead_qualified",
         actor=actor,
         lead=lead,
-        workflow=lead.workflow.name if lead.workflow else "",
+        workflow=lead.workflow_name,
         details=result.as_details(),
     )
     if lead.status == Lead.Status.DISQUALIFIED:
@@ -279,7 +279,7 @@ def lead_route(*, lead: Lead, config: Mapping[str, Any], actor: str = "system") 
         event_type="lead_routed",
         actor=actor,
         lead=lead,
-        workflow=lead.workflow.name if lead.workflow else "",
+        workflow=lead.workflow_name,
         details={
             "destination": route.destination,
             "condition": route.rule,
@@ -334,6 +334,6 @@ def lead_viewed(*, lead: Lead, actor: str, view: str = "lead_history") -> AuditE
         event_type="audit_viewed",
         actor=actor,
         lead=lead,
-        workflow=lead.workflow.name if lead.workflow_id else "",
+        workflow=lead.workflow_name,
         details={"view": view},
     )

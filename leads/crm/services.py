@@ -140,7 +140,7 @@ def _record_success(
         record_event(
             event_type="crm_create" if result.created else "crm_update",
             lead=lead,
-            workflow=_workflow_name(lead),
+            workflow=lead.workflow_name,
             details={
                 **_details(connection, connector),
                 # "crm_record_id" is the key the legacy log used for the same id.
@@ -173,7 +173,7 @@ def _record_failure(
             event_type="error",
             exc=exc,
             lead=lead,
-            workflow=_workflow_name(lead),
+            workflow=lead.workflow_name,
             details={
                 **_details(connection, connector),
                 "stage": STEP_KIND,
@@ -186,10 +186,6 @@ def _record_failure(
         )
     log.warning("CRM sync of lead %s to %s failed: %s", lead.pk, connection.name, exc)
     return record
-
-
-def _workflow_name(lead: Lead) -> str:
-    return lead.workflow.name if lead.workflow_id else ""
 
 
 # --- Batches (sync_crm) ---------------------------------------------------------------
@@ -323,7 +319,7 @@ def crm_retry_lead(*, lead: Lead, actor: str) -> list[CrmRecord]:
             event_type="crm_sync_requested",
             actor=actor,
             lead=lead,
-            workflow=_workflow_name(lead),
+            workflow=lead.workflow_name,
             details={
                 "connections": [r.connection.name for r in queued],
                 "previous_status": previous,

@@ -85,7 +85,7 @@ def handle_reply(message: ParsedMessage, context: HandlerContext) -> Handled | N
         record_event(
             event_type="email_replied",
             lead=lead,
-            workflow=services._workflow(lead),
+            workflow=lead.workflow_name,
             details=details | {"from": message.sender_email, "subject": message.subject},
         )
         services.cancel(
@@ -183,7 +183,7 @@ def handle_bounce(message: ParsedMessage, context: HandlerContext) -> Handled | 
         record_event(
             event_type="email_bounced",
             lead=lead,
-            workflow=services._workflow(lead),
+            workflow=lead.workflow_name,
             details=_details(email, message, context) | {"status": status},
         )
         # Every active sequence to this address stops, not only the one that bounced.

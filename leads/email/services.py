@@ -106,10 +106,6 @@ def link(name: str, token: str) -> str:
 # --- Enrollment -------------------------------------------------------------------------
 
 
-def _workflow(lead: Lead) -> str:
-    return lead.workflow.name if lead.workflow_id else ""
-
-
 def is_suppressed(address: str) -> bool:
     return Enrollment.objects.filter(
         lead__email__iexact=address, cancel_reason__in=SUPPRESSING_REASONS
@@ -157,7 +153,7 @@ def enroll(*, lead: Lead, sequence: Sequence, actor: str = "system") -> Enrollme
                 event_type="email_cancelled",
                 actor=actor,
                 lead=lead,
-                workflow=_workflow(lead),
+                workflow=lead.workflow_name,
                 details={"recipient": lead.email, "reason": SUPPRESSED, "sequence": sequence.slug},
             )
             return enrollment
@@ -178,7 +174,7 @@ def enroll(*, lead: Lead, sequence: Sequence, actor: str = "system") -> Enrollme
             event_type="email_scheduled",
             actor=actor,
             lead=lead,
-            workflow=_workflow(lead),
+            workflow=lead.workflow_name,
             details={
                 "recipient": lead.email,
                 "sequence_length": len(steps),
@@ -225,7 +221,7 @@ def cancel(
             event_type="email_cancelled",
             actor=actor,
             lead=current.lead,
-            workflow=_workflow(current.lead),
+            workflow=current.lead.workflow_name,
             details={
                 "recipient": current.lead.email,
                 "reason": reason,
@@ -273,7 +269,7 @@ def unsubscribe(*, enrollment: Enrollment, actor: str = "system") -> int:
                     event_type="email_cancelled",
                     actor=actor,
                     lead=enrollment.lead,
-                    workflow=_workflow(enrollment.lead),
+                    workflow=enrollment.lead.workflow_name,
                     details={
                         "recipient": address,
                         "reason": UNSUBSCRIBED,
@@ -510,7 +506,7 @@ def _mark_sent(email: OutboundEmail, rendered: Rendered) -> None:
         record_event(
             event_type="email_sent",
             lead=lead,
-            workflow=_workflow(lead),
+            workflow=lead.workflow_name,
             details={
                 "recipient": email.recipient,
                 "subject": rendered.subject,
@@ -590,7 +586,7 @@ def _ambiguous(email: OutboundEmail, exc: BaseException) -> str:
             event_type="error",
             exc=exc,
             lead=lead,
-            workflow=_workflow(lead),
+            workflow=lead.workflow_name,
             details={
                 "stage": "send_followup",
                 "message_id": email.message_id,
@@ -614,7 +610,7 @@ def _give_up(
             event_type="error",
             exc=exc,
             lead=lead,
-            workflow=_workflow(lead),
+            workflow=lead.workflow_name,
             details={
                 "stage": f"send_followup:{stage}",
                 "message_id": email.message_id,
@@ -689,7 +685,7 @@ def _engagement_event(email: OutboundEmail, event_type: str, **extra: str) -> No
     record_event(
         event_type=event_type,
         lead=email.enrollment.lead,
-        workflow=_workflow(email.enrollment.lead),
+        workflow=email.enrollment.lead.workflow_name,
         details={
             "recipient": email.recipient,
             "message_id": email.message_id,
