@@ -68,7 +68,7 @@ class AuditEventAdmin(ReadOnlyAdmin):
         "traceback",
         "mac",
     ]
-    exclude = ["details", "lead"]
+    exclude = ["details"]
 
     @admin.display(description="details")
     def pretty_details(self, obj: AuditEvent) -> str:

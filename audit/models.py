@@ -46,17 +46,8 @@ class AuditEvent(AppendOnlyModel):
     timestamp = models.DateTimeField(default=timezone.now)
     event_type = models.CharField(max_length=64)
     actor = models.CharField(max_length=150, default="system")
-    # No database constraint and no cascade: deleting a lead must not touch its
-    # history, which stays reachable through lead_public_id.
-    lead = models.ForeignKey(
-        "leads.Lead",
-        null=True,
-        blank=True,
-        on_delete=models.DO_NOTHING,
-        db_constraint=False,
-        db_index=False,
-        related_name="audit_events",
-    )
+    # The lead's public id, not a foreign key: the store knows no domain app, and a
+    # deleted lead's history stays readable.
     lead_public_id = models.CharField(max_length=32, blank=True, default="")
     workflow = models.CharField(max_length=100, blank=True, default="")
     correlation_id = models.CharField(max_length=64, blank=True, default="")
@@ -211,3 +202,24 @@ class AuditLeadDay(models.Model):
 
     def __str__(self) -> str:
         return f"{self.day} {self.workflow} {self.lead_public_id}"
+
+
+class IntegrityCheck(models.Model):
+    """The outcome of one full verification of the audit trail (verify_audit, or the
+    monthly report when it is sent). Verifying reads every event, far too slow for a
+    page view at scale: the dashboard's monthly report shows the last check instead."""
+
+    checked_at = models.DateTimeField(default=timezone.now)
+    ok = models.BooleanField()
+    events_checked = models.PositiveBigIntegerField()
+    seals_checked = models.PositiveIntegerField()
+    unsealed = models.PositiveBigIntegerField(default=0)
+    first_problem = models.TextField(blank=True)
+
+    class Meta:
+        # Kept under its first home's table name (state-only move from the reports app).
+        db_table = "reports_integritycheck"
+        ordering = ["-checked_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{'OK' if self.ok else 'FAILED'} at {self.checked_at:%Y-%m-%d %H:%M}"

@@ -24,7 +24,7 @@ from audit.models import AuditEvent, AuditLeadDay, AuditRollup, AuditRollupDay, 
 from audit.types import ERROR
 
 if TYPE_CHECKING:
-    from orchestrator.periods import Period
+    from core.periods import Period
 
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)

@@ -110,6 +110,7 @@ def build_event(
     *,
     event_type: str,
     actor: str | None = None,
+    # Anything with a public_id (a leads.Lead); the store keeps only that id.
     lead: Any = None,
     lead_id: str | None = None,
     workflow: str | None = "",
@@ -152,7 +153,6 @@ def build_event(
         timestamp=timestamp,
         event_type=event_type,
         actor=actor,
-        lead=lead,
         lead_public_id=lead_public_id,
         workflow=workflow,
         correlation_id=correlation_id,
@@ -191,8 +191,6 @@ def record_event(**kwargs: Any) -> AuditEvent:
     Raises AuditValidationError or UnknownEventType on bad input.
     """
     event = build_event(**kwargs)
-    # Given only a public id, the foreign key stays empty: history is keyed by
-    # lead_public_id, and a lookup here would double the cost of a write.
     if connection.vendor == "sqlite":
         _insert_sqlite(event)
     else:
@@ -206,7 +204,6 @@ _SQLITE_COLUMNS = (
     "timestamp",
     "event_type",
     "actor",
-    "lead_id",
     "lead_public_id",
     "workflow",
     "correlation_id",
@@ -237,7 +234,6 @@ def _insert_sqlite(event: AuditEvent) -> None:
         connection.ops.adapt_datetimefield_value(event.timestamp),
         event.event_type,
         event.actor,
-        event.lead_id,
         event.lead_public_id,
         event.workflow,
         event.correlation_id,

@@ -165,21 +165,9 @@ def _flush(pending: dict[uuid.UUID, AuditEvent], report: ImportReport, batch_siz
         return
     existing = set(AuditEvent.objects.filter(uuid__in=list(pending)).values_list("uuid", flat=True))
     fresh = [e for u, e in pending.items() if u not in existing]
-    _link_leads(fresh)
     report.already_present += len(existing)
     report.imported += insert_events(fresh, batch_size=batch_size)
     pending.clear()
-
-
-def _link_leads(events: list[AuditEvent]) -> None:
-    from leads.models import Lead
-
-    public_ids = {e.lead_public_id for e in events if e.lead_public_id}
-    if not public_ids:
-        return
-    pks = dict(Lead.objects.filter(public_id__in=public_ids).values_list("public_id", "pk"))
-    for event in events:
-        event.lead_id = pks.get(event.lead_public_id)
 
 
 # --- export -------------------------------------------------------------------------------

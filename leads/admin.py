@@ -2,7 +2,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from leads.apikeys import api_key_revoke
+from leads.intake.apikeys import api_key_revoke
 from leads.models import ApiKey, Lead, LeadSource
 
 

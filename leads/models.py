@@ -19,7 +19,7 @@ class LeadSource(models.Model):
     slug = models.SlugField(max_length=100, unique=True)
     kind = models.CharField(max_length=20, choices=Kind)
     workflow = models.ForeignKey(
-        "orchestrator.Workflow",
+        "workflows.Workflow",
         null=True,
         blank=True,
         on_delete=models.SET_NULL,
@@ -89,7 +89,7 @@ class Lead(models.Model):
     extra = models.JSONField(default=dict, blank=True)
     source = models.ForeignKey(LeadSource, on_delete=models.PROTECT, related_name="leads")
     workflow = models.ForeignKey(
-        "orchestrator.Workflow",
+        "workflows.Workflow",
         null=True,
         blank=True,
         on_delete=models.SET_NULL,

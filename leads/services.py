@@ -260,7 +260,7 @@ def lead_qualify(*, lead: Lead, config: Mapping[str, Any], actor: str = "system"
     )
     if lead.status == Lead.Status.DISQUALIFIED:
         # A lead re-qualified as disqualified stops getting follow-ups.
-        from leads.email.services import lead_disqualified
+        from leads.followups.services import lead_disqualified
 
         lead_disqualified(lead=lead, actor=actor or "system")
     return result

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from leads import api
+from leads.intake import api
 
 app_name = "leads"
 

@@ -1,7 +1,7 @@
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
-from orchestrator.dashboard import UserInputError
+from orchestrator.dashboard.render import UserInputError
 
 
 class UserInputErrorMiddleware:

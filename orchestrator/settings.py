@@ -5,13 +5,14 @@ machine (SQLite under var/); production sets DATABASE_URL, SECRET_KEY,
 AUDIT_SIGNING_KEY, ALLOWED_HOSTS and HTTPS=true.
 """
 
+import importlib.util
 import os
 from pathlib import Path
 
 import dj_database_url
 from django.utils.csp import CSP
 
-from orchestrator.env import envbool, envfloat, envint, envlist, envstr
+from core.env import envbool, envfloat, envint, envlist, envstr
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -31,14 +32,21 @@ INSTALLED_APPS = [
     "django.contrib.humanize",
     "django_htmx",
     "django_tasks_db",
-    "orchestrator",
+    # Lowest layer first: core < audit < leads < orchestrator (docs/architecture.md).
+    "core",
     "audit",
     "leads",
     "leads.crm",
-    "leads.email",
-    "audit.alerts",
-    "audit.reports",
+    "leads.followups",
+    "leads.workflows",
+    "orchestrator",
+    "orchestrator.monitoring.alerts",
+    "orchestrator.monitoring.reports",
 ]
+# The benchmark, the demo loader and the screenshots are development tools: a
+# built package leaves them out, and then so does this list.
+if importlib.util.find_spec("orchestrator.devtools") is not None:
+    INSTALLED_APPS.append("orchestrator.devtools")
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",

@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from orchestrator.health import healthz
+from orchestrator.monitoring.health import healthz
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -14,6 +14,6 @@ urlpatterns = [
     ),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("", include("leads.urls")),
-    path("", include("leads.email.urls")),
-    path("", include("orchestrator.dashboard_urls")),
+    path("", include("leads.followups.urls")),
+    path("", include("orchestrator.dashboard.urls")),
 ]

@@ -97,7 +97,7 @@ PIPELINE_CONFIG = {
 def pipeline(db, django_user_model):
     """A workflow with a web source, two teams of owners and a fallback owner."""
     from leads.models import LeadSource, Team, TeamMember
-    from orchestrator.models import Workflow
+    from leads.workflows.models import Workflow
 
     workflow = Workflow.objects.create(name="sales", config=PIPELINE_CONFIG)
     source = LeadSource.objects.create(

@@ -8,6 +8,6 @@ class CrmConfig(AppConfig):
     verbose_name = "CRM sync"
 
     def ready(self) -> None:
-        from orchestrator.steps import register_step
+        from leads.workflows.steps import register_step
 
         register_step("crm_sync", "leads.crm.steps.CrmSyncStep")

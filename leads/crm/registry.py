@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from orchestrator.registry import ClassRegistry
+from core.registry import ClassRegistry
 
 if TYPE_CHECKING:
     from leads.crm.base import BaseConnector

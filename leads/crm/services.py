@@ -194,7 +194,7 @@ def _record_failure(
 def crm_queue_missing(*, connection: CrmConnection) -> int:
     """Pending records for routed leads whose workflow syncs to this connection but
     that have no record yet (their task never ran: no worker, or it was lost)."""
-    from orchestrator.models import Workflow
+    from leads.workflows.models import Workflow
 
     workflows = [
         wf.pk
@@ -290,7 +290,7 @@ def crm_retry_lead(*, lead: Lead, actor: str) -> list[CrmRecord]:
     """
     from audit.services import audit_context
     from leads.services import NotApplicable
-    from orchestrator.steps import run_step
+    from leads.workflows.steps import run_step
 
     connections = crm_connections_for(lead=lead)
     if not connections:

@@ -221,7 +221,7 @@ def test_racing_sealers_never_fork_the_chain():
 def test_seal_command_skips_when_another_run_holds_the_lock():
     from datetime import timedelta
 
-    from orchestrator import locks
+    from core import locks
 
     make_events(2)
     holder = locks.acquire("seal_audit", ttl=timedelta(minutes=5))

@@ -16,8 +16,8 @@ from audit.models import AuditEvent, AuditLeadDay, AuditPrune, AuditRollup, Audi
 from audit.selectors import statistics
 from audit.services import build_event, record_event
 from audit.signing import record_mac
-from orchestrator import locks
-from orchestrator.models import CommandLock
+from core import locks
+from core.models import CommandLock
 from tests.audit.test_transfer import empty_audit_tables, run_command
 
 CUT_OFF = datetime(2024, 1, 1, tzinfo=UTC)

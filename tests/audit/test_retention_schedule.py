@@ -12,8 +12,8 @@ from audit.integrity import seal_all, verify
 from audit.models import AuditEvent, AuditPrune
 from audit.retention import retention_archive_path, retention_cutoff
 from audit.services import record_event
-from orchestrator import locks
-from orchestrator.models import CommandLock
+from core import locks
+from core.models import CommandLock
 from tests.audit.test_transfer import run_command
 
 # 2024 is a leap year: 366 days before 2025-01-01 10:00 is 2024-01-01 10:00,

@@ -20,7 +20,7 @@ from django.utils import timezone
 from playwright.sync_api import expect
 
 from audit.models import AuditEvent
-from orchestrator.access import ROLES
+from orchestrator.dashboard.access import ROLES
 
 INSTALL_HINT = "Chromium not installed: apt-get install --no-install-recommends chromium"
 
@@ -181,7 +181,7 @@ def seeded(pipeline):
     """
     from audit.services import record_event
     from leads.services import ingest_lead
-    from orchestrator.runner import run_pass
+    from leads.workflows.runner import run_pass
 
     now = timezone.now()
     # Mid-morning three days ago: the events of that day never straddle midnight.

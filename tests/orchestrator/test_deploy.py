@@ -19,9 +19,9 @@ from django.utils import timezone
 
 from audit.models import AuditSeal
 from audit.services import record_event
-from orchestrator.heartbeat import beat
-from orchestrator.models import CommandLock
-from tests.orchestrator.test_scheduled import scheduled_commands
+from core.models import CommandLock
+from orchestrator.monitoring.heartbeat import beat
+from tests.core.test_scheduled import scheduled_commands
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"

@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from audit.management.commands._dates import parse_when
 from audit.retention import PruneRefused, prune, retention_archive_path, retention_cutoff
-from orchestrator.scheduled import ScheduledCommand
+from core.scheduled import ScheduledCommand
 
 
 class Command(ScheduledCommand):

@@ -2,7 +2,7 @@ import logging
 from typing import Any
 
 from audit.integrity import seal_pending
-from orchestrator.scheduled import ScheduledCommand
+from core.scheduled import ScheduledCommand
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from tqdm import tqdm
 
 from audit.integrity import verify
 from audit.models import AuditEvent
-from audit.reports.verification import record_verification
+from audit.verification import record_verification
 
 
 class Command(BaseCommand):

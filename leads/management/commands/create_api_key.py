@@ -2,7 +2,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from leads.apikeys import api_key_create
+from leads.intake.apikeys import api_key_create
 from leads.models import LeadSource
 
 

@@ -4,7 +4,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
-from leads.csv_import import CsvImportError, import_csv, parse_map_options
+from leads.intake.csv_import import CsvImportError, import_csv, parse_map_options
 from leads.models import LeadSource
 
 

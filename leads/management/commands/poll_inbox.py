@@ -2,9 +2,9 @@ from typing import Any
 
 from django.core.management.base import CommandError, CommandParser
 
-from leads.inbox import inbox_sources, poll_sources
+from core.scheduled import ScheduledCommand
+from leads.intake.inbox import inbox_sources, poll_sources
 from leads.models import LeadSource
-from orchestrator.scheduled import ScheduledCommand
 
 
 class Command(ScheduledCommand):

@@ -8,7 +8,7 @@ from django.db import DatabaseError
 from django.utils.autoreload import DJANGO_AUTORELOAD_ENV
 from django_tasks_db.management.commands import db_worker
 
-from orchestrator.heartbeat import HeartbeatThread, forget
+from orchestrator.monitoring.heartbeat import HeartbeatThread, forget
 
 
 class Command(db_worker.Command):

@@ -2,9 +2,9 @@ from typing import Any
 
 from django.core.management.base import CommandError, CommandParser
 
+from core.scheduled import ScheduledCommand
 from leads.crm.models import CrmConnection
 from leads.crm.services import crm_sync_due
-from orchestrator.scheduled import ScheduledCommand
 
 
 class Command(ScheduledCommand):

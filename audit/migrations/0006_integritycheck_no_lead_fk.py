@@ -1,0 +1,50 @@
+# The store holds no foreign key into a domain app: AuditEvent.lead goes (it had
+# no constraint and no index; lead_public_id, indexed, is how events find their
+# lead, and the MAC never covered the column). IntegrityCheck, the record of
+# verify_audit runs, moves here from the reports app under its old table name.
+
+import django.utils.timezone
+from django.db import migrations, models
+
+
+def move_content_type(apps, schema_editor, *, old="reports", new="audit"):
+    ContentType = apps.get_model("contenttypes", "ContentType")
+    if not ContentType.objects.filter(app_label=new, model="integritycheck").exists():
+        ContentType.objects.filter(app_label=old, model="integritycheck").update(app_label=new)
+
+
+def move_back(apps, schema_editor):
+    move_content_type(apps, schema_editor, old="audit", new="reports")
+
+
+class Migration(migrations.Migration):
+
+    dependencies = [
+        ("audit", "0005_fingerprint_db_default"),
+        # The table was created there.
+        ("reports", "0002_integrity_check"),
+        ("contenttypes", "0002_remove_content_type_name"),
+    ]
+
+    operations = [
+        migrations.RemoveField(model_name="auditevent", name="lead"),
+        migrations.SeparateDatabaseAndState(
+            state_operations=[
+                migrations.CreateModel(
+                    name="IntegrityCheck",
+                    fields=[
+                        ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                        ("checked_at", models.DateTimeField(default=django.utils.timezone.now)),
+                        ("ok", models.BooleanField()),
+                        ("events_checked", models.PositiveBigIntegerField()),
+                        ("seals_checked", models.PositiveIntegerField()),
+                        ("unsealed", models.PositiveBigIntegerField(default=0)),
+                        ("first_problem", models.TextField(blank=True)),
+                    ],
+                    options={"db_table": "reports_integritycheck", "ordering": ["-checked_at", "-id"]},
+                ),
+            ],
+            database_operations=[],
+        ),
+        migrations.RunPython(move_content_type, move_back),
+    ]

@@ -1,8 +1,0 @@
-from django.apps import AppConfig
-
-
-class ReportsConfig(AppConfig):
-    name = "audit.reports"
-    label = "reports"
-    verbose_name = "Scheduled reports"
-    default_auto_field = "django.db.models.BigAutoField"

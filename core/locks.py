@@ -1,0 +1,62 @@
+"""Leases for scheduled commands: overlapping runs skip instead of doubling work."""
+
+import contextlib
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from core.models import CommandLock
+
+
+class LockHeld(Exception):
+    """Another run holds the lock."""
+
+
+def acquire(name: str, *, ttl: timedelta) -> str | None:
+    """Take the lease `name`; return the holder token, or None if someone else holds it.
+
+    An expired lease (a crashed run) is taken over with a conditional UPDATE so
+    that of two runs racing for it exactly one wins.
+    """
+    holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    now = timezone.now()
+    try:
+        with transaction.atomic():
+            CommandLock.objects.create(
+                name=name, holder=holder, acquired_at=now, expires_at=now + ttl
+            )
+        return holder
+    except IntegrityError:
+        taken = CommandLock.objects.filter(name=name, expires_at__lt=now).update(
+            holder=holder, acquired_at=now, expires_at=now + ttl
+        )
+        return holder if taken == 1 else None
+
+
+def renew(name: str, holder: str, *, ttl: timedelta) -> bool:
+    """Extend a held lease (long loops call this between units of work)."""
+    return (
+        CommandLock.objects.filter(name=name, holder=holder).update(expires_at=timezone.now() + ttl)
+        == 1
+    )
+
+
+def release(name: str, holder: str) -> None:
+    CommandLock.objects.filter(name=name, holder=holder).delete()
+
+
+@contextlib.contextmanager
+def command_lock(name: str, *, ttl: timedelta = timedelta(minutes=30)) -> Iterator[str]:
+    """Hold the lease for the block, or raise LockHeld at once."""
+    holder = acquire(name, ttl=ttl)
+    if holder is None:
+        raise LockHeld(name)
+    try:
+        yield holder
+    finally:
+        release(name, holder)

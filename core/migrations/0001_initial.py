@@ -1,0 +1,45 @@
+# CommandLock moves here from the project app ("orchestrator"): its table keeps
+# its name, so this migration changes the model state only, and moves the
+# content type so permissions and admin history follow the model.
+
+from django.db import migrations, models
+
+
+def move_content_type(apps, schema_editor, *, old="orchestrator", new="core"):
+    ContentType = apps.get_model("contenttypes", "ContentType")
+    if not ContentType.objects.filter(app_label=new, model="commandlock").exists():
+        ContentType.objects.filter(app_label=old, model="commandlock").update(app_label=new)
+
+
+def move_back(apps, schema_editor):
+    move_content_type(apps, schema_editor, old="core", new="orchestrator")
+
+
+class Migration(migrations.Migration):
+
+    initial = True
+
+    dependencies = [
+        # The table was created there.
+        ("orchestrator", "0004_run_indexes"),
+        ("contenttypes", "0002_remove_content_type_name"),
+    ]
+
+    operations = [
+        migrations.SeparateDatabaseAndState(
+            state_operations=[
+                migrations.CreateModel(
+                    name="CommandLock",
+                    fields=[
+                        ("name", models.CharField(max_length=100, primary_key=True, serialize=False)),
+                        ("holder", models.CharField(max_length=200)),
+                        ("acquired_at", models.DateTimeField()),
+                        ("expires_at", models.DateTimeField()),
+                    ],
+                    options={"db_table": "orchestrator_commandlock"},
+                ),
+            ],
+            database_operations=[],
+        ),
+        migrations.RunPython(move_content_type, move_back),
+    ]

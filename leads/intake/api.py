@@ -1,0 +1,381 @@
+"""The web form API (`POST /api/v1/leads`) and the public form endpoint (`POST /f/<slug>`).
+
+Views parse, authenticate and answer; the lead is stored by
+leads.services.ingest_lead, which commits the lead and its lead_ingested event
+before the response is built. Bad input of any kind is a 4xx, never a 500.
+"""
+
+import hashlib
+import json
+import logging
+import math
+import re
+from collections.abc import Callable
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
+from django.db import IntegrityError, transaction
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.http.multipartparser import MultiPartParserError
+from django.utils.html import format_html, format_html_join
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.csrf import csrf_exempt
+from django_ratelimit.core import get_usage
+
+from audit.services import AuditValidationError, audit_context
+from leads.intake.apikeys import ApiKeyError, authenticate
+from leads.models import IdempotencyRecord, LeadSource
+from leads.services import IngestResult, LeadValidationError, ingest_lead
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 64 * 1024
+JSON_TYPE = "application/json"
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+ACCEPTED_TYPES = (JSON_TYPE, *FORM_TYPES)
+# Deeper payloads are refused before anything recurses over them (schema
+# validation, JSON encoding for the database), which would hit Python's limit.
+MAX_DEPTH = 20
+IDEMPOTENCY_KEY_RE = re.compile(r"^[\x20-\x7e]{1,255}$")
+HONEYPOT_FIELD = "website"
+NEXT_FIELD = "next"
+API_RATE = "120/m"
+FORM_RATE = "10/m"
+NON_FIELD = "non_field_errors"
+
+
+class ApiError(Exception):
+    """A refusal the view turns into a JSON error response."""
+
+    def __init__(
+        self,
+        status: int,
+        errors: dict[str, list[str]] | str,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.status = status
+        self.errors = errors if isinstance(errors, dict) else {NON_FIELD: [errors]}
+        self.headers = headers or {}
+        super().__init__(f"{status}: {self.errors}")
+
+
+def _error_response(exc: ApiError) -> JsonResponse:
+    return JsonResponse({"errors": exc.errors}, status=exc.status, headers=exc.headers)
+
+
+def _method_not_allowed() -> JsonResponse:
+    return _error_response(ApiError(405, "Only POST is allowed here.", {"Allow": "POST"}))
+
+
+# --- Parsing -------------------------------------------------------------------------
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite_float(text: str) -> float:
+    # 1e999 parses to inf, which neither database's JSON column accepts.
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text} is out of range")
+    return value
+
+
+def _storable(text: str) -> bool:
+    # NUL is refused by PostgreSQL text and jsonb; lone surrogates (valid in
+    # JSON escapes) cannot be encoded for either database.
+    if "\x00" in text:
+        return False
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _check_values(payload: dict[str, Any]) -> None:
+    """Refuse what would fail in the database rather than in validation."""
+    errors: dict[str, list[str]] = {}
+    for field, value in payload.items():
+        # Iterative, so a deep payload cannot exhaust the stack here either.
+        stack: list[tuple[Any, int]] = [(field, 1), (value, 1)]
+        while stack:
+            item, depth = stack.pop()
+            if depth > MAX_DEPTH:
+                errors.setdefault(field, []).append(f"Nested more than {MAX_DEPTH} levels deep.")
+                break
+            if isinstance(item, str) and not _storable(item):
+                errors.setdefault(field, []).append("Contains a NUL character or invalid Unicode.")
+                break
+            if isinstance(item, dict):
+                stack.extend((x, depth + 1) for pair in item.items() for x in pair)
+            elif isinstance(item, list):
+                stack.extend((x, depth + 1) for x in item)
+    if errors:
+        raise ApiError(400, errors)
+
+
+def read_payload(request: HttpRequest) -> dict[str, Any]:
+    """The body as a dict, from JSON or a form; raises ApiError (400, 413, 415)."""
+    try:
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        declared = 0
+    too_big = ApiError(413, f"The request body is larger than {MAX_BODY_BYTES // 1024} KB.")
+    # Refused before a byte is read, so a large upload costs us nothing.
+    if declared > MAX_BODY_BYTES:
+        raise too_big
+    content_type = (request.content_type or "").lower()
+    if content_type not in ACCEPTED_TYPES:
+        raise ApiError(
+            415,
+            f"Unsupported Content-Type {content_type or '(none)'!r}; "
+            f"send one of: {', '.join(ACCEPTED_TYPES)}.",
+        )
+    try:
+        body = request.body
+        if len(body) > MAX_BODY_BYTES:
+            raise too_big
+        payload = _parse_json(body) if content_type == JSON_TYPE else _parse_form(request)
+    # Django's own limits (DATA_UPLOAD_MAX_*) raise these; left alone they
+    # would be an HTML 400 page, or a 500 in the middle of a view.
+    except RequestDataTooBig:
+        raise too_big from None
+    except (MultiPartParserError, SuspiciousOperation) as exc:
+        raise ApiError(400, f"Malformed form body: {exc}") from None
+    _check_values(payload)
+    return payload
+
+
+def _parse_json(body: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(body, parse_constant=_reject_constant, parse_float=_finite_float)
+    except RecursionError:
+        raise ApiError(400, "Malformed JSON: nested too deeply.") from None
+    except ValueError as exc:  # JSONDecodeError, and UnicodeDecodeError for bad bytes
+        raise ApiError(400, f"Malformed JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, f"Expected a JSON object, not {type(data).__name__}.")
+    return data
+
+
+def _parse_form(request: HttpRequest) -> dict[str, Any]:
+    if request.FILES:
+        raise ApiError(400, {name: ["File uploads are not accepted."] for name in request.FILES})
+    # A field sent once is a string, as in JSON; repeated, a list.
+    return {k: v[0] if len(v) == 1 else v for k, v in request.POST.lists()}
+
+
+def _request_hash(payload: dict[str, Any]) -> str:
+    # Of the parsed payload, so key order and whitespace do not make a retry "different".
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _idempotency_key(request: HttpRequest) -> str | None:
+    raw = request.headers.get("Idempotency-Key")
+    if raw is None:
+        return None
+    key = raw.strip()
+    if not IDEMPOTENCY_KEY_RE.match(key):
+        raise ApiError(
+            400,
+            {"Idempotency-Key": ["Must be 1-255 printable ASCII characters."]},
+        )
+    return key
+
+
+# --- Rate limits -----------------------------------------------------------------------
+
+
+def _check_rate(
+    request: HttpRequest, *, group: str, key: str | Callable[[str, HttpRequest], str], rate: str
+) -> None:
+    """Count this request; raise a 429 with Retry-After once `rate` is exceeded.
+
+    `key` is a django-ratelimit key ("ip", ...) or a function of (group, request).
+    """
+    usage = get_usage(request, group=group, key=key, rate=rate, increment=True)
+    if usage and usage["should_limit"]:
+        # django-ratelimit's window still includes its end second, so the
+        # first request that gets through comes one second after time_left.
+        retry_after = max(1, usage["time_left"] + 1)
+        raise ApiError(
+            429,
+            f"Too many requests; retry in {retry_after} seconds.",
+            {"Retry-After": str(retry_after)},
+        )
+
+
+# --- Ingestion ---------------------------------------------------------------------------
+
+
+def _ingest(*, source: LeadSource, payload: dict[str, Any], actor: str) -> IngestResult:
+    # ingest_lead's own actor default ("system") would win over audit_context's,
+    # so the actor is passed explicitly; the context still gives a correlation id.
+    with audit_context(actor=actor):
+        try:
+            return ingest_lead(source=source, payload=payload, actor=actor)
+        except LeadValidationError as exc:
+            raise ApiError(400, exc.errors) from None
+        except AuditValidationError as exc:
+            # The payload passed validation but the audit trail refused its
+            # details (e.g. a key it mistakes for a NUL escape); still the
+            # sender's input, so a 400, and logged because it should not happen.
+            log.warning("lead from %s refused by the audit trail: %s", source.slug, exc)
+            raise ApiError(400, "The payload contains text that cannot be recorded.") from None
+
+
+def _lead_body(result: IngestResult) -> tuple[int, dict[str, Any]]:
+    status = 201 if result.created else 200
+    return status, {"lead_id": result.lead.public_id, "duplicate": result.duplicate}
+
+
+def _replay(record: IdempotencyRecord, request_hash: str) -> JsonResponse:
+    if record.request_hash != request_hash:
+        raise ApiError(
+            422,
+            "This Idempotency-Key was already used with a different request body; "
+            "use a new key for a new request.",
+        )
+    return JsonResponse(
+        record.response, status=record.status_code, headers={"Idempotent-Replayed": "true"}
+    )
+
+
+def _ingest_once(
+    *, source: LeadSource, key: str, payload: dict[str, Any], actor: str
+) -> JsonResponse:
+    """Ingest under an Idempotency-Key: the first request's response, for every repeat."""
+    request_hash = _request_hash(payload)
+    record = IdempotencyRecord.objects.filter(source=source, key=key).first()
+    if record is not None:
+        return _replay(record, request_hash)
+    try:
+        with transaction.atomic():
+            # The record is inserted first, in the lead's transaction: a
+            # concurrent request with the same key blocks on the unique index
+            # (PostgreSQL) or the write lock (SQLite, BEGIN IMMEDIATE) until
+            # this commits, then fails here and replays what this one stored.
+            record = IdempotencyRecord.objects.create(
+                source=source, key=key, request_hash=request_hash, status_code=0, response={}
+            )
+            status, body = _lead_body(_ingest(source=source, payload=payload, actor=actor))
+            record.status_code, record.response = status, body
+            record.save(update_fields=["status_code", "response"])
+    except IntegrityError:
+        record = IdempotencyRecord.objects.filter(source=source, key=key).first()
+        if record is None:  # the conflict was not ours to replay
+            raise
+        return _replay(record, request_hash)
+    return JsonResponse(body, status=status)
+
+
+# --- The API -------------------------------------------------------------------------------
+
+
+@csrf_exempt  # bearer-token auth: no cookies, so no CSRF to defend against
+def api_leads(request: HttpRequest) -> HttpResponse:
+    """POST /api/v1/leads with `Authorization: Bearer <key>`: store one lead."""
+    if request.method != "POST":
+        return _method_not_allowed()
+    try:
+        try:
+            api_key = authenticate(request.headers.get("Authorization", ""))
+        except ApiKeyError as exc:
+            headers = {"WWW-Authenticate": 'Bearer realm="leads"'} if exc.status == 401 else {}
+            raise ApiError(exc.status, str(exc), headers) from None
+        source = api_key.source
+        if not source.active:
+            raise ApiError(403, f"The source {source.slug!r} is not accepting leads.")
+        _check_rate(
+            request,
+            group="leads.intake.api",
+            key=lambda _group, _request: f"api-key:{api_key.pk}",
+            rate=getattr(settings, "LEADS_API_RATE", API_RATE),
+        )
+        idempotency_key = _idempotency_key(request)
+        payload = read_payload(request)
+        actor = f"api:{api_key.name}"
+        if idempotency_key is not None:
+            return _ingest_once(source=source, key=idempotency_key, payload=payload, actor=actor)
+        status, body = _lead_body(_ingest(source=source, payload=payload, actor=actor))
+        return JsonResponse(body, status=status)
+    except ApiError as exc:
+        return _error_response(exc)
+
+
+# --- The public form ---------------------------------------------------------------------
+
+
+def _wants_html(request: HttpRequest) -> bool:
+    # Browsers posting a plain <form> ask for HTML; scripts get JSON.
+    return request.get_preferred_type([JSON_TYPE, "text/html"]) == "text/html"
+
+
+def _form_page(title: str, message: str, errors: dict[str, list[str]] | None = None) -> str:
+    items = format_html_join(
+        "", "<li>{}: {}</li>", ((k, " ".join(v)) for k, v in (errors or {}).items())
+    )
+    return format_html(
+        '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{}</title></head>'
+        "<body><h1>{}</h1><p>{}</p><ul>{}</ul></body></html>",
+        title,
+        title,
+        message,
+        items,
+    )
+
+
+def _form_error(request: HttpRequest, exc: ApiError) -> HttpResponse:
+    if _wants_html(request):
+        page = _form_page("Not sent", "The form could not be sent.", exc.errors)
+        return HttpResponse(page, status=exc.status, headers=exc.headers)
+    return _error_response(exc)
+
+
+def _form_thanks(request: HttpRequest, next_url: object) -> HttpResponse:
+    # Same host only: anything else would make the form an open redirect.
+    if isinstance(next_url, str) and url_has_allowed_host_and_scheme(
+        next_url, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return HttpResponseRedirect(next_url, status=303)
+    if _wants_html(request):
+        return HttpResponse(_form_page("Thank you", "We have received your details."), status=201)
+    # No lead id and no "duplicate" for anonymous senders: either would tell
+    # anyone whether an address was already submitted, and how many leads we have.
+    return JsonResponse({"status": "received"}, status=201)
+
+
+@csrf_exempt  # embedded in other sites' pages, which cannot have our CSRF token
+def public_form(request: HttpRequest, slug: str) -> HttpResponse:
+    """POST /f/<slug>: a lead from a form on a web page, no key, limited per IP."""
+    if request.method != "POST":
+        return _method_not_allowed()
+    try:
+        # "ip" is REMOTE_ADDR, the direct peer. Behind a reverse proxy that is
+        # the proxy, for every visitor: set RATELIMIT_IP_META_KEY to the
+        # proxy's client-IP header (one clients cannot set themselves).
+        _check_rate(
+            request,
+            group="leads.public_form",
+            key="ip",
+            rate=getattr(settings, "LEADS_FORM_RATE", FORM_RATE),
+        )
+        source = LeadSource.objects.filter(
+            slug=slug, kind=LeadSource.Kind.WEB_FORM, active=True
+        ).first()
+        if source is None:
+            raise ApiError(404, f"No form called {slug!r}.")
+        payload = read_payload(request)
+        honeypot = payload.pop(HONEYPOT_FIELD, None)
+        next_url = request.GET.get(NEXT_FIELD, payload.pop(NEXT_FIELD, None))
+        # Only bots fill the hidden field: they get the usual thanks, and
+        # nothing is stored or recorded, so they learn nothing.
+        if not honeypot:
+            _ingest(source=source, payload=payload, actor="system")
+    except ApiError as exc:
+        return _form_error(request, exc)
+    return _form_thanks(request, next_url)

@@ -1,0 +1,8 @@
+from django.apps import AppConfig
+
+
+class WorkflowsConfig(AppConfig):
+    name = "leads.workflows"
+    label = "workflows"
+    default_auto_field = "django.db.models.BigAutoField"
+    verbose_name = "Workflows"

@@ -1,0 +1,34 @@
+"""Every page of the staff dashboard (each view wears viewer_required or operator_required)."""
+
+from django.urls import path
+
+from orchestrator.dashboard.views import analytics, errors, events, overview, workflows
+from orchestrator.dashboard.views import leads as lead_views
+from orchestrator.monitoring.reports import views as report_views
+
+urlpatterns = [
+    path("", overview.overview, name="overview"),
+    path("events/", events.event_list, name="event-list"),
+    path("events/export/", events.event_export, name="event-export"),
+    path("events/<int:pk>/", events.event_detail, name="event-detail"),
+    path("errors/", errors.error_list, name="error-list"),
+    path("errors/<str:fingerprint>/", errors.error_detail, name="error-detail"),
+    path("leads/", lead_views.lead_list, name="lead-list"),
+    path("leads/<str:public_id>/", lead_views.lead_detail, name="lead-detail"),
+    path("leads/<str:public_id>/requalify/", lead_views.lead_requalify, name="lead-requalify"),
+    path("leads/<str:public_id>/retry-crm/", lead_views.lead_retry_crm, name="lead-retry-crm"),
+    path(
+        "leads/<str:public_id>/cancel-sequence/",
+        lead_views.lead_cancel_sequence,
+        name="lead-cancel-sequence",
+    ),
+    path("analytics/", analytics.analytics, name="analytics"),
+    path("workflows/", workflows.workflow_runs, name="workflow-runs"),
+    path("reports/", report_views.report_list, name="report-list"),
+    path("reports/<str:kind>/<str:day>/", report_views.report_detail, name="report-detail"),
+    path(
+        "reports/<str:kind>/<str:day>/download/",
+        report_views.report_download,
+        name="report-download",
+    ),
+]

@@ -1,0 +1,195 @@
+"""The dashboard's lead pages: the filtered list, one lead's page, and the operator actions."""
+
+from collections.abc import Callable
+from datetime import UTC
+from typing import Any
+from urllib.parse import urlencode
+
+from django.contrib import messages
+from django.contrib.humanize.templatetags.humanize import naturaltime
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_POST
+
+from audit.services import audit_context
+from leads import services as lead_services
+from leads.crm.services import crm_connections_for, crm_retry_lead
+from leads.followups.models import Enrollment
+from leads.followups.services import sequence_cancel_by_hand
+from leads.models import Lead
+from leads.services import NotApplicable, lead_viewed, requalify_blocker
+from orchestrator.dashboard.access import actor_for, can_act, operator_required, viewer_required
+from orchestrator.dashboard.filters.leads import LeadFilter
+from orchestrator.dashboard.render import UserInputError, get_period, render_page
+from orchestrator.dashboard.selectors.leads import (
+    PAGE_SIZE,
+    Cursor,
+    Timeline,
+    latest_lead_events,
+    lead_by_public_id,
+    lead_crm,
+    lead_page,
+    lead_sequences,
+    lead_timeline,
+    routing_event,
+    score_view,
+)
+
+LIST_TEMPLATE = "dashboard/lead_list.html"
+DETAIL_TEMPLATE = "dashboard/lead_detail.html"
+
+
+def _wants_fragment(request: HttpRequest) -> bool:
+    # As render_page decides: history restores and boosted requests need the page.
+    htmx = getattr(request, "htmx", None)
+    return bool(htmx) and not htmx.history_restore_request and not htmx.boosted
+
+
+@viewer_required
+@require_GET
+def lead_list(request: HttpRequest) -> HttpResponse:
+    period = get_period(request)
+    filters = LeadFilter(request.GET, queryset=Lead.objects.all(), period=period)
+    if not filters.is_valid():
+        raise UserInputError(filters.error_message())
+    after = None
+    if raw := request.GET.get("cursor"):
+        try:
+            after = Cursor.decode(raw)
+        except ValueError as exc:
+            raise UserInputError(str(exc)) from None
+    page = lead_page(filters.qs, after=after, size=PAGE_SIZE)
+    context = {
+        "filters": filters,
+        "page": page,
+        "next_cursor": page.next_cursor.encode() if page.next_cursor else None,
+        "paged": after is not None,
+        "page_size": PAGE_SIZE,
+    }
+    return render_page(
+        request, LIST_TEMPLATE, context, nav="leads", period=period, fragment="lead-table"
+    )
+
+
+def _lead_or_404(public_id: str) -> Lead:
+    lead = lead_by_public_id(public_id=public_id)
+    if lead is None:
+        raise Http404(f"No lead {public_id}")
+    return lead
+
+
+def _timeline(lead: Lead) -> Timeline:
+    """The lead's timeline with each entry's display strings and links (see TimelineEntry)."""
+    timeline = lead_timeline(lead_id=lead.public_id)
+    event_list_url = reverse("event-list")
+    for entry in timeline.entries:
+        event = entry.event
+        utc = event.timestamp.astimezone(UTC)
+        entry.iso = utc.isoformat()
+        entry.utc_text = f"{utc:%Y-%m-%d %H:%M:%S}"
+        entry.ago = naturaltime(event.timestamp)
+        entry.detail_url = reverse("event-detail", kwargs={"pk": event.pk})
+        if event.correlation_id:
+            query = {
+                "correlation": event.correlation_id,
+                "range": "custom",
+                "since": f"{entry.window_since.astimezone(UTC):%Y-%m-%d}",
+                "until": f"{entry.window_until.astimezone(UTC):%Y-%m-%d}",
+            }
+            entry.correlation_url = f"{event_list_url}?{urlencode(query)}"
+    return timeline
+
+
+def _detail_context(request: HttpRequest, lead: Lead) -> dict[str, Any]:
+    sequences = lead_sequences(lead=lead)
+    crm = lead_crm(lead=lead)
+    active = [v for v in sequences if v.enrollment.status == Enrollment.Status.ACTIVE]
+    latest = latest_lead_events(lead_id=lead.public_id)
+    return {
+        "lead": lead,
+        "score": score_view(lead=lead, latest=latest),
+        "routed": routing_event(lead=lead, latest=latest),
+        "crm": crm,
+        "sequences": sequences,
+        "timeline": _timeline(lead),
+        "can_act": can_act(request.user),
+        "requalify_blocker": requalify_blocker(lead),
+        "has_active_sequence": bool(active),
+        "crm_targets": crm_connections_for(lead=lead),
+        # A list, not the dict: a key named "items" would shadow .items in a template.
+        "extra_items": sorted((lead.extra or {}).items()),
+    }
+
+
+def _render_detail(request: HttpRequest, lead: Lead, *, status: int = 200) -> HttpResponse:
+    return render_page(
+        request,
+        DETAIL_TEMPLATE,
+        _detail_context(request, lead),
+        nav="leads",
+        fragment="lead-page",
+        status=status,
+    )
+
+
+@viewer_required
+@require_GET
+def lead_detail(request: HttpRequest, public_id: str) -> HttpResponse:
+    lead = _lead_or_404(public_id)
+    if not _wants_fragment(request):
+        # Once per page view; the page's own htmx refreshes are not new views.
+        lead_viewed(lead=lead, actor=actor_for(request))
+    return _render_detail(request, lead)
+
+
+def _act(request: HttpRequest, public_id: str, action: Callable[[Lead, str], str]) -> HttpResponse:
+    """Run an operator action as the user; answer with the lead page (htmx: its body),
+    or a redirect back to it, with a message. An action that does not apply is a 400."""
+    lead = _lead_or_404(public_id)
+    actor = actor_for(request)
+    try:
+        with audit_context(actor=actor):
+            done = action(lead, actor)
+    except NotApplicable as exc:
+        messages.error(request, str(exc))
+        return _render_detail(request, _lead_or_404(public_id), status=400)
+    messages.success(request, done)
+    if _wants_fragment(request):
+        return _render_detail(request, _lead_or_404(public_id))
+    return redirect("lead-detail", public_id=lead.public_id)
+
+
+def _requalify(lead: Lead, actor: str) -> str:
+    result = lead_services.lead_requalify(lead=lead, actor=actor)
+    return f"Re-qualified {lead.public_id}: {result.status}, score {result.score}."
+
+
+def _retry_crm(lead: Lead, actor: str) -> str:
+    records = crm_retry_lead(lead=lead, actor=actor)
+    names = ", ".join(r.connection.name for r in records)
+    return f"CRM sync of {lead.public_id} queued ({names})."
+
+
+def _cancel_sequence(lead: Lead, actor: str) -> str:
+    cancelled = sequence_cancel_by_hand(lead=lead, actor=actor)
+    plural = "s" if cancelled != 1 else ""
+    return f"Cancelled {cancelled} active sequence{plural} of {lead.public_id}."
+
+
+@operator_required
+@require_POST
+def lead_requalify(request: HttpRequest, public_id: str) -> HttpResponse:
+    return _act(request, public_id, _requalify)
+
+
+@operator_required
+@require_POST
+def lead_retry_crm(request: HttpRequest, public_id: str) -> HttpResponse:
+    return _act(request, public_id, _retry_crm)
+
+
+@operator_required
+@require_POST
+def lead_cancel_sequence(request: HttpRequest, public_id: str) -> HttpResponse:
+    return _act(request, public_id, _cancel_sequence)

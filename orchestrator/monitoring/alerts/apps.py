@@ -1,0 +1,8 @@
+from django.apps import AppConfig
+
+
+class AlertsConfig(AppConfig):
+    name = "orchestrator.monitoring.alerts"
+    label = "alerts"
+    default_auto_field = "django.db.models.BigAutoField"
+    verbose_name = "Alerts"

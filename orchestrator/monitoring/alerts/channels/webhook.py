@@ -1,0 +1,173 @@
+"""Alerts by HTTP POST: Slack incoming webhooks, or generic JSON signed with HMAC-SHA256.
+
+What a generic webhook receives:
+
+    POST <target URL>
+    Content-Type: application/json
+    Idempotency-Key: <delivery id, the same on every attempt>
+    X-Orchestrator-Timestamp: <unix seconds>
+    X-Orchestrator-Signature: sha256=<hex HMAC-SHA256 of "<timestamp>." + raw body>
+
+    {"event": "alert.opened" | "alert.resolved", "delivery_id": ..., "sent_at": <unix seconds>,
+     "rule": {...}, "incident": {"id", "key", "state", "summary", "opened_at",
+     "resolved_at", "url", "details"}}
+
+The timestamp is part of the signed material (as Stripe and Slack do it), so
+a receiver that rejects old timestamps cannot be fed a captured request
+again. The secret comes from the environment variable the channel names.
+
+Slack gets {"text": ..., "blocks": [...]} (Block Kit); its incoming-webhook
+URL is the credential, so there is no signature.
+
+Each send is retried a few times at once with exponential backoff and jitter
+(tenacity, as the CRM connectors do) on connection errors, timeouts, 408, 429
+and 5xx; what still fails is retried on later check_alerts passes. Any other
+4xx is permanent: the same request would fail the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import URLValidator
+from tenacity import Retrying, retry_if_exception, stop_after_attempt
+from tenacity.wait import wait_exponential_jitter
+
+from leads.crm.base import parse_retry_after
+from orchestrator.monitoring.alerts.channels import BaseChannel, ChannelError, Notice
+
+SIGNATURE_HEADER = "X-Orchestrator-Signature"
+TIMESTAMP_HEADER = "X-Orchestrator-Timestamp"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+USER_AGENT = "automation-orchestrator-alerts/1"
+ERROR_BODY_CHARS = 300
+
+
+def sleep(seconds: float) -> None:
+    """The retry policy's sleep; tests replace it so they do not wait."""
+    time.sleep(seconds)
+
+
+def sign(secret: str, timestamp: str, body: bytes) -> str:
+    signed = timestamp.encode() + b"." + body
+    return "sha256=" + hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
+
+
+def verify(secret: str, timestamp: str, body: bytes, signature: str) -> bool:
+    """What a receiver runs (and the tests do): constant-time comparison."""
+    return hmac.compare_digest(sign(secret, timestamp, body), signature)
+
+
+class _HttpChannel(BaseChannel):
+    needs_secret = False
+
+    @classmethod
+    def validate(cls, channel) -> dict[str, str]:
+        try:
+            URLValidator(schemes=["http", "https"])(channel.target)
+        except ValidationError:
+            return {"target": "Give the http(s) URL to POST to."}
+        if cls.needs_secret and not channel.secret_env:
+            return {"secret_env": "Name the environment variable holding the signing secret."}
+        return {}
+
+    def payload(self, notice: Notice, sent_at: int) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def headers(self, notice: Notice, timestamp: str, body: bytes) -> dict[str, str]:
+        return {}
+
+    def send(self, notice: Notice) -> None:
+        attempts = int(getattr(settings, "ALERTS_HTTP_ATTEMPTS", 3))
+        backoff = float(getattr(settings, "ALERTS_HTTP_BACKOFF", 0.5))
+        retrying = Retrying(
+            retry=retry_if_exception(lambda e: isinstance(e, ChannelError) and not e.permanent),
+            stop=stop_after_attempt(max(attempts, 1)),
+            wait=wait_exponential_jitter(multiplier=backoff, max=10 * backoff, jitter=backoff),
+            # Looked up at call time so tests can replace webhook.sleep.
+            sleep=lambda seconds: sleep(seconds),
+            reraise=True,
+        )
+        retrying(self._post, notice)
+
+    def _post(self, notice: Notice) -> None:
+        now = int(time.time())
+        # Signed and sent as the same bytes: re-serializing could change them.
+        body = json.dumps(self.payload(notice, now), sort_keys=True, default=str).encode()
+        timestamp = str(now)
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": USER_AGENT,
+            **self.headers(notice, timestamp, body),
+        }
+        timeout = float(getattr(settings, "ALERTS_HTTP_TIMEOUT", 10))
+        url = self.channel.target
+        where = urlsplit(url).netloc
+        try:
+            response = requests.post(url, data=body, headers=headers, timeout=timeout)
+        except (requests.Timeout, requests.ConnectionError) as exc:
+            raise ChannelError(f"POST to {where} failed: {exc}") from exc
+        except requests.RequestException as exc:
+            # InvalidURL, MissingSchema, ...: the configuration, not the network.
+            raise ChannelError(f"POST to {where}: {exc}", permanent=True) from exc
+        status = response.status_code
+        if status < 300:
+            return
+        message = f"POST to {where} returned {status}: {response.text[:ERROR_BODY_CHARS]}"
+        if status in (408, 429) or status >= 500:
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            raise ChannelError(message, retry_after=retry_after)
+        raise ChannelError(message, permanent=True)
+
+
+class WebhookChannel(_HttpChannel):
+    kind = "webhook"
+    needs_secret = True
+
+    def payload(self, notice: Notice, sent_at: int) -> dict[str, Any]:
+        return {**notice.as_dict(), "sent_at": sent_at}
+
+    def headers(self, notice: Notice, timestamp: str, body: bytes) -> dict[str, str]:
+        return {
+            TIMESTAMP_HEADER: timestamp,
+            SIGNATURE_HEADER: sign(self.secret(), timestamp, body),
+            IDEMPOTENCY_HEADER: notice.delivery_id,
+        }
+
+
+def slack_escape(text: str) -> str:
+    """Slack's mrkdwn treats &, < and > as markup (links, mentions)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+class SlackChannel(_HttpChannel):
+    kind = "slack"
+
+    def payload(self, notice: Notice, sent_at: int) -> dict[str, Any]:
+        icon = ":white_check_mark:" if notice.resolved else ":rotating_light:"
+        summary = slack_escape(notice.summary)
+        text = f"{icon} {slack_escape(notice.title)}: {summary}"
+        facts = [f"*Rule:* {slack_escape(notice.rule_name)} ({notice.rule_kind})"]
+        facts.append(f"*Opened:* {notice.opened_at:%Y-%m-%d %H:%M:%S %Z}")
+        if notice.resolved_at:
+            facts.append(f"*Resolved:* {notice.resolved_at:%Y-%m-%d %H:%M:%S %Z}")
+        return {
+            # Shown in notifications and by clients without Block Kit.
+            "text": text,
+            "blocks": [
+                {"type": "header", "text": {"type": "plain_text", "text": notice.title[:150]}},
+                {
+                    "type": "section",
+                    "text": {"type": "mrkdwn", "text": f"{summary}\n<{notice.url}|Open>"},
+                },
+                {"type": "context", "elements": [{"type": "mrkdwn", "text": " · ".join(facts)}]},
+            ],
+        }

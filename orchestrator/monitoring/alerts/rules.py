@@ -1,0 +1,322 @@
+"""The evaluators: for one rule's parameters and a time, what is wrong right now.
+
+Each returns {key: Finding} for the keys whose condition holds; a key that
+was open before and is missing now has resolved (services.evaluate_rule).
+They only read, and each reads through an index: errors through the partial
+indexes on AuditEvent.fingerprint, CRM calls per connection through
+(connection, created_at), tasks through django_tasks_db's partial index on
+READY tasks, runs through (workflow, -started_at).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db.models import Count, Max, Min, Q, QuerySet
+from django.urls import NoReverseMatch, reverse
+from django_tasks_db.models import DBTaskResult, get_date_max
+
+from audit.models import AuditEvent
+from leads.crm.models import CrmCall, CrmConnection
+from leads.models import LeadSource
+from leads.workflows.models import Workflow, WorkflowRun
+from orchestrator.monitoring.spikes import BaselineRule, baseline_threshold, exceeds_baseline
+
+SITE = "errors"  # the key of the one site-wide incident of an error-spike rule
+TOP_GROUPS = 5
+
+
+@dataclass(frozen=True)
+class Finding:
+    summary: str
+    details: dict[str, Any] = field(default_factory=dict)
+    # A dashboard path (no host); services prefixes ALERTS_BASE_URL.
+    path: str = ""
+
+
+Evaluator = Callable[[dict[str, Any], datetime], dict[str, Finding]]
+
+
+def _path(name: str, *args: Any, query: str = "") -> str:
+    try:
+        url = reverse(name, args=args)
+    except NoReverseMatch:  # a deployment without the dashboard
+        return ""
+    return f"{url}?{query}" if query else url
+
+
+def errors() -> QuerySet[AuditEvent]:
+    # Spelled exactly as the partial indexes' condition so the planner uses them.
+    return AuditEvent.objects.exclude(fingerprint="")
+
+
+def _count_between(start: datetime, end: datetime) -> int:
+    return errors().filter(timestamp__gte=start, timestamp__lt=end).count()
+
+
+def _top_groups(start: datetime, end: datetime) -> list[dict[str, Any]]:
+    rows = (
+        errors()
+        .filter(timestamp__gte=start, timestamp__lt=end)
+        .values("fingerprint")
+        .annotate(n=Count("id"), error_type=Max("error_type"))
+        .order_by("-n", "fingerprint")[:TOP_GROUPS]
+    )
+    return [
+        {"fingerprint": r["fingerprint"], "error_type": r["error_type"], "count": r["n"]}
+        for r in rows
+    ]
+
+
+def error_spike(params: dict[str, Any], now: datetime) -> dict[str, Finding]:
+    """Errors in the last window against the same window on each of the past N days."""
+    window = timedelta(minutes=params["window_minutes"])
+    rule = BaselineRule(multiplier=params["multiplier"], min_count=params["min_count"])
+    count = _count_between(now - window, now)
+    if count < rule.min_count:
+        return {}  # the cheap test first: a quiet site never reads its history
+    day = timedelta(days=1)
+    baseline = [
+        _count_between(now - d * day - window, now - d * day)
+        for d in range(1, params["baseline_days"] + 1)
+    ]
+    if not exceeds_baseline(count, baseline, rule):
+        return {}
+    mean = sum(baseline) / len(baseline)
+    minutes = params["window_minutes"]
+    return {
+        SITE: Finding(
+            summary=(
+                f"{count} errors in the last {minutes} min, against {mean:.1f} on average "
+                f"in the same window over the past {len(baseline)} days"
+            ),
+            details={
+                "count": count,
+                "baseline": baseline,
+                "baseline_mean": round(mean, 3),
+                "threshold": round(baseline_threshold(baseline, rule), 3),
+                "window_minutes": minutes,
+                "top_groups": _top_groups(now - window, now),
+            },
+            path=_path("error-list"),
+        )
+    }
+
+
+def new_error_group(params: dict[str, Any], now: datetime) -> dict[str, Finding]:
+    """Fingerprints whose first event ever falls in the last window."""
+    since = now - timedelta(minutes=params["window_minutes"])
+    recent = list(
+        errors()
+        .filter(timestamp__gte=since, timestamp__lte=now)
+        .values("fingerprint")
+        .annotate(n=Count("id"), first=Min("timestamp"), error_type=Max("error_type"))
+        .order_by("first", "fingerprint")[:1000]
+    )
+    if not recent:
+        return {}
+    seen_before = set(
+        errors()
+        .filter(fingerprint__in=[r["fingerprint"] for r in recent], timestamp__lt=since)
+        .values_list("fingerprint", flat=True)
+        .distinct()
+    )
+    found: dict[str, Finding] = {}
+    for row in recent:
+        fp = row["fingerprint"]
+        if fp in seen_before:
+            continue
+        if len(found) >= params["max_groups"]:
+            break
+        sample = (
+            errors()
+            .filter(fingerprint=fp, timestamp__gte=since)
+            .order_by("-timestamp")
+            .values("error_message", "workflow")
+            .first()
+            or {}
+        )
+        found[fp] = Finding(
+            summary=f"New error {row['error_type']}: {sample.get('error_message', '')[:200]}",
+            details={
+                "fingerprint": fp,
+                "error_type": row["error_type"],
+                "first_seen": row["first"].isoformat(),
+                "count": row["n"],
+                "workflow": sample.get("workflow", ""),
+            },
+            path=_path("error-detail", fp),
+        )
+    return found
+
+
+def crm_failures(params: dict[str, Any], now: datetime) -> dict[str, Finding]:
+    """Per CRM connection: calls that failed for good (not retried) in the window."""
+    since = now - timedelta(minutes=params["window_minutes"])
+    connections = CrmConnection.objects.filter(active=True)
+    if params.get("connection"):
+        connections = connections.filter(name=params["connection"])
+    failed = [CrmCall.Outcome.TRANSIENT, CrmCall.Outcome.PERMANENT]
+    found: dict[str, Finding] = {}
+    for connection in connections.only("pk", "name"):
+        calls = CrmCall.objects.filter(
+            connection=connection, created_at__gte=since, created_at__lte=now, outcome__in=failed
+        )
+        stats = calls.aggregate(n=Count("id"), last=Max("created_at"))
+        if stats["n"] < params["threshold"]:
+            continue
+        last_error = calls.order_by("-created_at").values_list("error", flat=True).first() or ""
+        found[connection.name] = Finding(
+            summary=(
+                f"{stats['n']} failed calls to CRM {connection.name} in the last "
+                f"{params['window_minutes']} min; last: {last_error[:200]}"
+            ),
+            details={
+                "connection": connection.name,
+                "failures": stats["n"],
+                "threshold": params["threshold"],
+                "last_failure_at": stats["last"].isoformat(),
+                "last_error": last_error,
+            },
+            path=_path("analytics"),
+        )
+    return found
+
+
+def inbox_failing(params: dict[str, Any], now: datetime) -> dict[str, Finding]:
+    """Inbox sources whose polls failed in the window.
+
+    leads.intake.inbox.poll_source records a failed poll as an error event whose
+    details name the source and the IMAP host (a bad message names a
+    message_id instead), and the time of the last good poll in the source's
+    state: "failing" means at least min_failures failed polls within the
+    window and no good poll since the last of them.
+    """
+    since = now - timedelta(minutes=params["window_minutes"])
+    sources = LeadSource.objects.filter(kind=LeadSource.Kind.EMAIL_INBOX, active=True)
+    if params.get("source"):
+        sources = sources.filter(slug=params["source"])
+    slugs = set(sources.values_list("slug", flat=True))
+    if not slugs:
+        return {}
+    polls = (
+        errors()
+        .filter(timestamp__gte=since, timestamp__lte=now, event_type="error")
+        .filter(details__has_key="host")
+        .exclude(details__has_key="message_id")
+    )
+    failures: dict[str, list[AuditEvent]] = {}
+    for event in polls.order_by("-timestamp").only("timestamp", "details", "error_message")[:5000]:
+        slug = (event.details or {}).get("source")
+        if slug in slugs:
+            failures.setdefault(slug, []).append(event)
+    found: dict[str, Finding] = {}
+    recovered = {
+        slug: datetime.fromisoformat(state["last_poll_ok_at"])
+        for slug, state in sources.values_list("slug", "state")
+        if (state or {}).get("last_poll_ok_at")
+    }
+    for slug, events in sorted(failures.items()):
+        if len(events) < params["min_failures"]:
+            continue
+        last = events[0]
+        if slug in recovered and recovered[slug] > last.timestamp:
+            continue  # a later poll worked: the inbox is back
+        reason = (last.details or {}).get("reason") or last.error_message
+        found[slug] = Finding(
+            summary=(
+                f"Inbox {slug}: {len(events)} failed polls in the last "
+                f"{params['window_minutes']} min; last: {reason[:200]}"
+            ),
+            details={
+                "source": slug,
+                "failures": len(events),
+                "last_failure_at": last.timestamp.isoformat(),
+                "reason": reason,
+                "event_id": last.pk,
+            },
+            path=_path("event-detail", last.pk),
+        )
+    return found
+
+
+def queue_stalled(params: dict[str, Any], now: datetime) -> dict[str, Finding]:
+    """Queues whose oldest runnable task has waited longer than max_age."""
+    cutoff = now - timedelta(minutes=params["max_age_minutes"])
+    # Runnable since before the cutoff: enqueued then, and not held back by
+    # run_after (date max means "no run_after") past it.
+    waiting = DBTaskResult.objects.filter(status="READY", enqueued_at__lte=cutoff).filter(
+        Q(run_after=get_date_max()) | Q(run_after__lte=cutoff)
+    )
+    if params.get("queue"):
+        waiting = waiting.filter(queue_name=params["queue"])
+    rows = waiting.values("queue_name").annotate(n=Count("id"), oldest=Min("enqueued_at"))
+    found: dict[str, Finding] = {}
+    for row in rows.order_by("queue_name"):
+        age = now - row["oldest"]
+        minutes = int(age.total_seconds() // 60)
+        found[row["queue_name"]] = Finding(
+            summary=(
+                f"Task queue {row['queue_name']} is not draining: {row['n']} tasks waiting "
+                f"over {params['max_age_minutes']} min, the oldest for {minutes} min "
+                "(is db_worker running?)"
+            ),
+            details={
+                "queue": row["queue_name"],
+                "waiting": row["n"],
+                "oldest_enqueued_at": row["oldest"].isoformat(),
+                "max_age_minutes": params["max_age_minutes"],
+            },
+            path=_path("overview"),
+        )
+    return found
+
+
+def workflow_missed(params: dict[str, Any], now: datetime) -> dict[str, Finding]:
+    """Enabled workflows with no run started within max_age (healthchecks' "late")."""
+    max_age = timedelta(minutes=params["max_age_minutes"])
+    workflows = Workflow.objects.filter(enabled=True)
+    if params.get("workflow"):
+        workflows = workflows.filter(name=params["workflow"])
+    found: dict[str, Finding] = {}
+    for workflow in workflows.only("pk", "name", "updated_at"):
+        last = (
+            WorkflowRun.objects.filter(workflow=workflow, dry_run=False)
+            .order_by("-started_at")
+            .values("started_at", "status")
+            .first()
+        )
+        # A workflow that never ran is measured from its last change, so loading
+        # a new one does not alarm before it had a chance to run.
+        since = last["started_at"] if last else workflow.updated_at
+        if now - since <= max_age:
+            continue
+        minutes = int((now - since).total_seconds() // 60)
+        what = f"last run started {minutes} min ago" if last else "it has never run"
+        found[workflow.name] = Finding(
+            summary=(
+                f"Workflow {workflow.name} missed its schedule: {what} "
+                f"(expected every {params['max_age_minutes']} min)"
+            ),
+            details={
+                "workflow": workflow.name,
+                "last_run_started_at": last["started_at"].isoformat() if last else None,
+                "last_run_status": last["status"] if last else None,
+                "max_age_minutes": params["max_age_minutes"],
+            },
+            path=_path("workflow-runs", query=f"workflow={workflow.name}"),
+        )
+    return found
+
+
+EVALUATORS: dict[str, Evaluator] = {
+    "error_spike": error_spike,
+    "new_error_group": new_error_group,
+    "crm_failures": crm_failures,
+    "inbox_failing": inbox_failing,
+    "queue_stalled": queue_stalled,
+    "workflow_missed": workflow_missed,
+}

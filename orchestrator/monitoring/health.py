@@ -1,0 +1,193 @@
+"""GET /healthz for load balancers and monitoring: JSON, 200 when every check passes, else 503.
+
+Checks, in order: the database answers SELECT 1 within HEALTHZ_DB_TIMEOUT_SECONDS;
+a task worker beat within HEALTHZ_WORKER_MAX_AGE_SECONDS (and, if configured,
+the next task in line has not waited too long); every enabled workflow ran
+recently (if HEALTHZ_WORKFLOW_MAX_AGE_SECONDS is set). `?check=database` (any
+subset, comma-separated) runs only those.
+
+Load balancers call this every few seconds from every node, so it stays at a
+handful of indexed queries, needs no login, writes nothing (no audit event,
+no session) and never shows error text: it is public, and a driver's message
+names hosts and ports. The details go to the log instead.
+"""
+
+import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import DatabaseError, connection, transaction
+from django.db.models import OuterRef, Subquery
+from django.http import HttpRequest, JsonResponse
+from django.utils import timezone
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_safe
+from django_tasks_db.backend import DatabaseBackend
+from django_tasks_db.models import DBTaskResult, get_date_max
+
+from leads.workflows.models import Workflow, WorkflowRun
+from orchestrator.models import WorkerHeartbeat
+
+log = logging.getLogger(__name__)
+
+Check = dict[str, Any]
+
+
+def _age(now: datetime, then: datetime | None) -> float | None:
+    return None if then is None else round((now - then).total_seconds(), 1)
+
+
+def check_database(now: datetime) -> Check:
+    try:
+        if connection.vendor == "postgresql":
+            # A database that accepts the connection but hangs must not hang
+            # the load balancer's probe too (connecting is bounded by
+            # connect_timeout, see settings). SET LOCAL needs a transaction.
+            timeout_ms = int(settings.HEALTHZ_DB_TIMEOUT_SECONDS * 1000)
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute(f"SET LOCAL statement_timeout = {timeout_ms}")
+                cursor.execute("SELECT 1")
+                cursor.fetchone()
+        else:
+            # No transaction on SQLite: BEGIN IMMEDIATE would queue the probe
+            # behind every writer.
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+                cursor.fetchone()
+    except DatabaseError:
+        log.warning("healthz: database check failed", exc_info=True)
+        return {"ok": False, "error": "database unreachable"}
+    return {"ok": True}
+
+
+def _tasks_need_a_worker() -> bool:
+    from django.tasks import task_backends
+
+    return isinstance(task_backends["default"], DatabaseBackend)
+
+
+def check_worker(now: datetime) -> Check:
+    if not _tasks_need_a_worker():
+        return {"ok": True, "note": "tasks run without a worker (TASKS_BACKEND)"}
+    max_age = settings.HEALTHZ_WORKER_MAX_AGE_SECONDS
+    last_seen = (
+        WorkerHeartbeat.objects.order_by("-seen_at").values_list("seen_at", flat=True).first()
+    )
+    age = _age(now, last_seen)
+    alive = WorkerHeartbeat.objects.filter(seen_at__gte=now - timedelta(seconds=max_age)).count()
+    # The task the worker would take next (same order and index as db_worker);
+    # a long wait means the worker is stuck or too few workers run.
+    next_task = (
+        DBTaskResult.objects.ready()
+        .filter(backend_name="default")
+        .values_list("run_after", "enqueued_at")
+        .first()
+    )
+    waiting = None
+    if next_task is not None:
+        run_after, enqueued_at = next_task
+        waiting = _age(now, enqueued_at if run_after == get_date_max() else run_after)
+    result: Check = {
+        "ok": age is not None and age <= max_age,
+        "last_heartbeat_seconds_ago": age,
+        "max_age_seconds": max_age,
+        "workers_alive": alive,
+        "next_task_waiting_seconds": waiting,
+    }
+    max_wait = settings.HEALTHZ_QUEUE_MAX_WAIT_SECONDS
+    if max_wait:
+        result["max_wait_seconds"] = max_wait
+        if waiting is not None and waiting > max_wait:
+            result["ok"] = False
+    if age is None:
+        result["error"] = "no worker running (start manage.py run_worker)"
+    elif not result["ok"]:
+        result["error"] = "worker heartbeat stale" if age > max_age else "tasks waiting too long"
+    return result
+
+
+def check_workflows(now: datetime) -> Check:
+    max_age = settings.HEALTHZ_WORKFLOW_MAX_AGE_SECONDS
+    last_runs = WorkflowRun.objects.filter(workflow=OuterRef("pk"), dry_run=False).order_by(
+        "-started_at"
+    )
+    rows = (
+        Workflow.objects.filter(enabled=True)
+        .order_by("name")
+        .annotate(
+            last_started=Subquery(last_runs.values("started_at")[:1]),
+            last_status=Subquery(last_runs.values("status")[:1]),
+        )
+        .values_list("name", "last_started", "last_status")
+    )
+    workflows = {}
+    ok = True
+    for name, started, status in rows:
+        age = _age(now, started)
+        late = bool(max_age) and (age is None or age > max_age)
+        ok = ok and not late
+        workflows[name] = {
+            "ok": not late,
+            "last_run_seconds_ago": age,
+            "last_status": status,
+        }
+    result: Check = {"ok": ok, "workflows": workflows}
+    if max_age:
+        result["max_age_seconds"] = max_age
+    return result
+
+
+CHECKS: dict[str, Callable[[datetime], Check]] = {
+    "database": check_database,
+    "worker": check_worker,
+    "workflows": check_workflows,
+}
+
+
+def _selected(request: HttpRequest) -> list[str]:
+    raw = request.GET.get("check", "")
+    if not raw:
+        return list(CHECKS)
+    names = [name.strip() for name in raw.split(",") if name.strip()]
+    unknown = [name for name in names if name not in CHECKS]
+    if unknown or not names:
+        raise ValueError(
+            f"check: unknown check {', '.join(unknown) or raw!r} (known: {', '.join(CHECKS)})"
+        )
+    return names
+
+
+@never_cache
+@require_safe
+def healthz(request: HttpRequest) -> JsonResponse:
+    try:
+        names = _selected(request)
+    except ValueError as exc:
+        # JSON rather than the dashboard's 400 page: that one renders the nav,
+        # which reads the session from the database this may be probing.
+        return JsonResponse({"status": "error", "error": str(exc)}, status=400)
+    now = timezone.now()
+    checks: dict[str, Check] = {}
+    database_down = False
+    for name in CHECKS:
+        if name not in names:
+            continue
+        if database_down:
+            # Each check would wait for its own connect timeout to learn the same.
+            checks[name] = {"ok": False, "error": "database unreachable"}
+            continue
+        try:
+            checks[name] = CHECKS[name](now)
+        except DatabaseError:
+            log.warning("healthz: %s check failed", name, exc_info=True)
+            checks[name] = {"ok": False, "error": "database error"}
+            database_down = True
+        if name == "database" and not checks[name]["ok"]:
+            database_down = True
+    ok = all(check["ok"] for check in checks.values())
+    return JsonResponse(
+        {"status": "ok" if ok else "fail", "time": now.isoformat(), "checks": checks},
+        status=200 if ok else 503,
+    )

@@ -1,0 +1,661 @@
+"""What each report says, as plain data (tables, KPIs, charts) that the email,
+the dashboard page and the CSV attachments all render from.
+
+Periods are whole UTC days: daily = one day, weekly = an ISO week (Monday to
+Sunday), monthly = a calendar month. By default a report covers the last
+complete period, so a 06:00 cron job sends yesterday's numbers.
+"""
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.contrib.admin.models import LogEntry
+from django.db.models import Avg, Count, Max, Q, Sum
+
+from audit.models import AuditEvent, AuditPrune
+from audit.selectors import statistics
+from audit.verification import last_verification, record_verification
+from leads.crm.models import CrmCall
+from leads.followups.models import Enrollment, OutboundEmail
+from leads.followups.services import REPLIED, UNSUBSCRIBED
+from leads.models import Lead
+from orchestrator.monitoring.reports.models import ReportKind
+from orchestrator.monitoring.spikes import SpikeRule, spike_indexes
+
+
+@dataclass
+class Table:
+    key: str  # names the CSV attachment
+    title: str
+    headers: list[str]
+    rows: list[list[Any]]
+    empty: str = "Nothing in this period."
+
+
+@dataclass
+class Chart:
+    key: str
+    title: str
+    labels: list[str]
+    series: dict[str, list[float]]
+
+
+@dataclass
+class Kpi:
+    label: str
+    value: int | float
+    previous: int | float | None = None
+    percent: bool = False
+
+    @property
+    def change(self) -> float | None:
+        """Relative change against the previous period, or None when there is nothing to compare."""
+        if self.previous in (None, 0):
+            return None
+        return (self.value - self.previous) / self.previous  # type: ignore[operator]
+
+
+@dataclass
+class Report:
+    kind: str
+    start: date
+    end: date  # exclusive
+    kpis: list[Kpi] = field(default_factory=list)
+    tables: list[Table] = field(default_factory=list)
+    charts: list[Chart] = field(default_factory=list)
+
+    @property
+    def title(self) -> str:
+        label = ReportKind(self.kind).label
+        if self.kind == ReportKind.DAILY:
+            return f"{label}: {self.start:%A %d %B %Y}"
+        if self.kind == ReportKind.WEEKLY:
+            return f"{label}: week {self.start:%G-W%V} ({self.start} to {self.end - timedelta(1)})"
+        return f"{label}: {self.start:%B %Y}"
+
+    @property
+    def since(self) -> datetime:
+        return _dt(self.start)
+
+    @property
+    def until(self) -> datetime:
+        return _dt(self.end)
+
+
+def _dt(day: date) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=UTC)
+
+
+def report_period(kind: str, on: date) -> tuple[date, date]:
+    """The period of `kind` that contains the day `on`: [start, end)."""
+    if kind == ReportKind.DAILY:
+        return on, on + timedelta(days=1)
+    if kind == ReportKind.WEEKLY:
+        start = on - timedelta(days=on.weekday())
+        return start, start + timedelta(days=7)
+    if kind == ReportKind.MONTHLY:
+        start = on.replace(day=1)
+        return start, (start + timedelta(days=32)).replace(day=1)
+    raise ValueError(f"unknown report kind {kind!r}; choose daily, weekly or monthly")
+
+
+def last_complete_day(kind: str, today: date) -> date:
+    """A day inside the last period of `kind` that has fully ended before `today`."""
+    if kind == ReportKind.DAILY:
+        return today - timedelta(days=1)
+    if kind == ReportKind.WEEKLY:
+        return today - timedelta(days=today.weekday() + 1)
+    return today.replace(day=1) - timedelta(days=1)
+
+
+# --- shared figures ----------------------------------------------------------------------
+
+
+def _pipeline_counts(since: datetime, until: datetime) -> dict[str, int]:
+    leads = Lead.objects.filter(created_at__gte=since, created_at__lt=until).aggregate(
+        ingested=Count("id"),
+        qualified=Count("id", filter=Q(status=Lead.Status.QUALIFIED)),
+        routed=Count("id", filter=Q(owner__isnull=False) | Q(team__isnull=False)),
+    )
+    crm = CrmCall.objects.filter(created_at__gte=since, created_at__lt=until).aggregate(
+        ok=Count("id", filter=Q(outcome=CrmCall.Outcome.OK)),
+        failed=Count(
+            "id", filter=Q(outcome__in=[CrmCall.Outcome.TRANSIENT, CrmCall.Outcome.PERMANENT])
+        ),
+        retried=Count("id", filter=Q(outcome=CrmCall.Outcome.RETRY)),
+    )
+    by_type = statistics(since=since, until=until).by_type
+    errors = AuditEvent.objects.filter(timestamp__gte=since, timestamp__lt=until).exclude(
+        fingerprint=""
+    )
+    return {
+        **leads,
+        "crm_ok": crm["ok"],
+        "crm_failed": crm["failed"],
+        "crm_retried": crm["retried"],
+        "emails_sent": OutboundEmail.objects.filter(sent_at__gte=since, sent_at__lt=until).count(),
+        "replies": by_type.get("email_replied", 0),
+        "bounces": by_type.get("email_bounced", 0),
+        "unsubscribes": Enrollment.objects.filter(
+            finished_at__gte=since, finished_at__lt=until, cancel_reason=UNSUBSCRIBED
+        ).count(),
+        "errors": errors.count(),
+    }
+
+
+def _rate(part: int, whole: int) -> float:
+    return round(100 * part / whole, 1) if whole else 0.0
+
+
+def _kpis(now: dict[str, int], before: dict[str, int] | None) -> list[Kpi]:
+    def prev(key: str) -> int | None:
+        return before[key] if before else None
+
+    def prev_rate(a: str, b: str) -> float | None:
+        return _rate(before[a], before[b]) if before else None
+
+    crm_total = now["crm_ok"] + now["crm_failed"]
+    return [
+        Kpi("Leads", now["ingested"], prev("ingested")),
+        Kpi(
+            "Qualification rate %",
+            _rate(now["qualified"], now["ingested"]),
+            prev_rate("qualified", "ingested"),
+            percent=True,
+        ),
+        Kpi(
+            "CRM sync success %",
+            _rate(now["crm_ok"], crm_total),
+            _rate(before["crm_ok"], before["crm_ok"] + before["crm_failed"]) if before else None,
+            percent=True,
+        ),
+        Kpi("Emails sent", now["emails_sent"], prev("emails_sent")),
+        Kpi("Replies", now["replies"], prev("replies")),
+        Kpi("Errors", now["errors"], prev("errors")),
+    ]
+
+
+def _leads_by_source(since: datetime, until: datetime) -> Table:
+    rows = (
+        Lead.objects.filter(created_at__gte=since, created_at__lt=until)
+        .values("source__name")
+        .annotate(
+            total=Count("id"),
+            qualified=Count("id", filter=Q(status=Lead.Status.QUALIFIED)),
+            disqualified=Count("id", filter=Q(status=Lead.Status.DISQUALIFIED)),
+            replied=Count("id", filter=Q(enrollments__cancel_reason=REPLIED), distinct=True),
+            avg_score=Avg("score"),
+        )
+        .order_by("-total", "source__name")
+    )
+    return Table(
+        "leads_by_source",
+        "Leads by source",
+        ["Source", "Leads", "Qualified", "Qualified %", "Disqualified", "Replied %", "Avg score"],
+        [
+            [
+                r["source__name"],
+                r["total"],
+                r["qualified"],
+                _rate(r["qualified"], r["total"]),
+                r["disqualified"],
+                _rate(r["replied"], r["total"]),
+                round(r["avg_score"], 1) if r["avg_score"] is not None else "",
+            ]
+            for r in rows
+        ],
+    )
+
+
+def _error_groups(since: datetime, until: datetime, limit: int = 20) -> Table:
+    rows = (
+        AuditEvent.objects.filter(timestamp__gte=since, timestamp__lt=until)
+        .exclude(fingerprint="")
+        .values("fingerprint")
+        .annotate(
+            count=Count("id"), last=Max("timestamp"), leads=Count("lead_public_id", distinct=True)
+        )
+        .order_by("-count")[:limit]
+    )
+    latest = {
+        e.fingerprint: e
+        for e in AuditEvent.objects.filter(
+            pk__in=[
+                AuditEvent.objects.filter(fingerprint=r["fingerprint"], timestamp__lt=until)
+                .order_by("-timestamp", "-id")
+                .values_list("pk", flat=True)[:1]
+                .get()
+                for r in rows
+            ]
+        )
+    }
+    return Table(
+        "errors",
+        "Errors by group",
+        ["Group", "Error", "Message", "Count", "Leads", "Last seen (UTC)"],
+        [
+            [
+                r["fingerprint"],
+                latest[r["fingerprint"]].error_type,
+                latest[r["fingerprint"]].error_message[:200],
+                r["count"],
+                r["leads"],
+                f"{r['last']:%Y-%m-%d %H:%M}",
+            ]
+            for r in rows
+        ],
+    )
+
+
+def _hourly(since: datetime, until: datetime, qs: Any, field_name: str) -> list[int]:
+    hours = int((until - since).total_seconds() // 3600)
+    counts = [0] * hours
+    for moment in (
+        qs.filter(**{f"{field_name}__gte": since, f"{field_name}__lt": until})
+        .values_list(field_name, flat=True)
+        .iterator()
+    ):
+        counts[int((moment - since).total_seconds() // 3600)] += 1
+    return counts
+
+
+def _daily(since: datetime, until: datetime) -> tuple[list[str], list[float]]:
+    days = (until - since).days
+    by_day = statistics(since=since, until=until).by_day
+    labels = [(since + timedelta(days=i)).date() for i in range(days)]
+    return [f"{d:%d %b}" for d in labels], [by_day.get(d.isoformat(), 0) for d in labels]
+
+
+# --- the three reports -----------------------------------------------------------------------
+
+
+def build_daily(start: date, end: date) -> Report:
+    since, until = _dt(start), _dt(end)
+    report = Report(ReportKind.DAILY, start, end)
+    now = _pipeline_counts(since, until)
+    report.kpis = _kpis(now, _pipeline_counts(since - timedelta(days=1), since))
+    report.kpis += [
+        Kpi("CRM failures", now["crm_failed"]),
+        Kpi("Bounces", now["bounces"]),
+    ]
+    report.tables.append(_leads_by_source(since, until))
+    status = Counter(
+        dict(
+            Lead.objects.filter(created_at__gte=since, created_at__lt=until)
+            .values_list("status")
+            .annotate(n=Count("id"))
+        )
+    )
+    report.tables.append(
+        Table(
+            "qualification",
+            "Qualification decisions",
+            ["Status", "Leads"],
+            [[Lead.Status(s).label, n] for s, n in sorted(status.items())],
+        )
+    )
+    report.tables.append(
+        Table(
+            "crm_sync",
+            "CRM sync",
+            ["Connection", "Calls", "OK", "Retried", "Failed", "Avg latency (ms)"],
+            [
+                [
+                    r["connection__name"],
+                    r["calls"],
+                    r["ok"],
+                    r["retried"],
+                    r["failed"],
+                    round(r["avg"] or 0),
+                ]
+                for r in CrmCall.objects.filter(created_at__gte=since, created_at__lt=until)
+                .values("connection__name")
+                .annotate(
+                    calls=Count("id"),
+                    ok=Count("id", filter=Q(outcome=CrmCall.Outcome.OK)),
+                    retried=Count("id", filter=Q(outcome=CrmCall.Outcome.RETRY)),
+                    failed=Count(
+                        "id",
+                        filter=Q(
+                            outcome__in=[CrmCall.Outcome.TRANSIENT, CrmCall.Outcome.PERMANENT]
+                        ),
+                    ),
+                    avg=Avg("latency_ms"),
+                )
+                .order_by("connection__name")
+            ],
+        )
+    )
+    report.tables.append(
+        Table(
+            "emails",
+            "Follow-up emails",
+            ["Sent", "Opened", "Clicked", "Replies", "Bounces", "Unsubscribes"],
+            [
+                [
+                    now["emails_sent"],
+                    OutboundEmail.objects.filter(opened_at__gte=since, opened_at__lt=until).count(),
+                    OutboundEmail.objects.filter(
+                        clicked_at__gte=since, clicked_at__lt=until
+                    ).count(),
+                    now["replies"],
+                    now["bounces"],
+                    now["unsubscribes"],
+                ]
+            ],
+        )
+    )
+    report.tables.append(_error_groups(since, until))
+    # Spikes: each hour of the day against the hours before it (the previous day
+    # gives the first hours their baseline).
+    rule = SpikeRule(
+        k=getattr(settings, "DASHBOARD_SPIKE_K", 3.0),
+        min_count=getattr(settings, "DASHBOARD_SPIKE_MIN_COUNT", 5),
+        window=24,
+    )
+    errors_qs = AuditEvent.objects.exclude(fingerprint="")
+    hours = _hourly(since - timedelta(days=1), until, errors_qs, "timestamp")
+    spikes = sorted(i - 24 for i in spike_indexes(hours, rule) if i >= 24)
+    report.tables.append(
+        Table(
+            "error_spikes",
+            "Error spikes (hours above the preceding 24 hours' mean + k standard deviations)",
+            ["Hour (UTC)", "Errors"],
+            [[f"{since + timedelta(hours=h):%H:00}", hours[h + 24]] for h in spikes],
+            empty="No spikes.",
+        )
+    )
+    leads_hourly = _hourly(since, until, Lead.objects.all(), "created_at")
+    labels = [f"{h:02d}" for h in range(len(leads_hourly))]
+    report.charts.append(
+        Chart("leads_per_hour", "Leads per hour (UTC)", labels, {"Leads": leads_hourly})
+    )
+    report.charts.append(
+        Chart("errors_per_hour", "Errors per hour (UTC)", labels, {"Errors": hours[24:]})
+    )
+    return report
+
+
+def build_weekly(start: date, end: date) -> Report:
+    since, until = _dt(start), _dt(end)
+    report = Report(ReportKind.WEEKLY, start, end)
+    now = _pipeline_counts(since, until)
+    before = _pipeline_counts(since - timedelta(days=7), since)
+    report.kpis = _kpis(now, before)
+    report.tables.append(
+        Table(
+            "trends",
+            "This week against the previous week",
+            ["Figure", "This week", "Previous week", "Change %"],
+            [
+                [k, now[k], before[k], _change(now[k], before[k])]
+                for k in (
+                    "ingested",
+                    "qualified",
+                    "routed",
+                    "crm_ok",
+                    "crm_failed",
+                    "emails_sent",
+                    "replies",
+                    "bounces",
+                    "errors",
+                )
+            ],
+        )
+    )
+    report.tables.append(_leads_by_source(since, until))
+    cohort = Lead.objects.filter(created_at__gte=since, created_at__lt=until)
+    funnel = cohort.aggregate(
+        ingested=Count("id", distinct=True),
+        qualified=Count("id", filter=Q(status=Lead.Status.QUALIFIED), distinct=True),
+        routed=Count("id", filter=Q(owner__isnull=False) | Q(team__isnull=False), distinct=True),
+        synced=Count("id", filter=Q(crm_records__external_id__gt=""), distinct=True),
+        emailed=Count("id", filter=Q(enrollments__emails__status="sent"), distinct=True),
+        replied=Count("id", filter=Q(enrollments__cancel_reason=REPLIED), distinct=True),
+    )
+    stages = list(funnel.items())
+    report.tables.append(
+        Table(
+            "funnel",
+            "Funnel (leads created this week)",
+            ["Stage", "Leads", "% of previous stage", "% of ingested"],
+            [
+                [
+                    name.capitalize(),
+                    n,
+                    _rate(n, stages[i - 1][1]) if i else 100.0,
+                    _rate(n, stages[0][1]),
+                ]
+                for i, (name, n) in enumerate(stages)
+            ],
+        )
+    )
+    owners = (
+        cohort.filter(owner__isnull=False)
+        .values("owner__username")
+        .annotate(
+            leads=Count("id", distinct=True),
+            qualified=Count("id", filter=Q(status=Lead.Status.QUALIFIED), distinct=True),
+            replied=Count("id", filter=Q(enrollments__cancel_reason=REPLIED), distinct=True),
+            avg_score=Avg("score"),
+        )
+        .order_by("-leads", "owner__username")
+    )
+    report.tables.append(
+        Table(
+            "owners",
+            "Per owner",
+            ["Owner", "Leads", "Qualified", "Replied", "Avg score"],
+            [
+                [
+                    r["owner__username"],
+                    r["leads"],
+                    r["qualified"],
+                    r["replied"],
+                    round(r["avg_score"], 1) if r["avg_score"] is not None else "",
+                ]
+                for r in owners
+            ],
+        )
+    )
+    _, this_week = _daily(since, until)
+    _, last_week = _daily(since - timedelta(days=7), since)
+    report.charts.append(
+        Chart(
+            "events_per_day",
+            "Audit events per day, against the previous week",
+            [f"{(start + timedelta(days=i)):%a}" for i in range(7)],
+            {"This week": this_week, "Previous week": last_week},
+        )
+    )
+    return report
+
+
+def _change(now: int, before: int) -> str:
+    return f"{100 * (now - before) / before:+.1f}" if before else ""
+
+
+INTEGRITY_HEADERS = [
+    "Result",
+    "Events checked",
+    "Seals checked",
+    "Not yet sealed",
+    "First problem",
+    "Checked at (UTC)",
+]
+
+
+def _integrity_table(verify: Callable[[], Any], *, recorded: bool) -> Table:
+    """The audit trail's integrity: verified now (and recorded as the latest check), or,
+    with `recorded`, the latest recorded check (verify_audit or a sent monthly report)."""
+    if recorded:
+        check = last_verification()
+        title = "Audit trail integrity (the last full verification, by verify_audit)"
+    else:
+        check = record_verification(verify())
+        title = "Audit trail integrity (verify_audit, run when this report was made)"
+    if check is None:
+        return Table(
+            "integrity",
+            title,
+            INTEGRITY_HEADERS,
+            [],
+            empty="Not verified yet: run manage.py verify_audit (e.g. nightly from cron).",
+        )
+    row = [
+        "OK" if check.ok else "FAILED",
+        check.events_checked,
+        check.seals_checked,
+        check.unsealed,
+        check.first_problem,
+        f"{check.checked_at.astimezone(UTC):%Y-%m-%d %H:%M}",
+    ]
+    return Table("integrity", title, INTEGRITY_HEADERS, [row])
+
+
+def build_monthly(
+    start: date,
+    end: date,
+    *,
+    verify: Callable[[], Any] | None = None,
+    recorded_integrity: bool = False,
+) -> Report:
+    """`recorded_integrity`: show the last recorded verification instead of verifying
+    the whole trail now (the dashboard; the sent report verifies)."""
+    from audit.integrity import verify as verify_trail
+
+    since, until = _dt(start), _dt(end)
+    report = Report(ReportKind.MONTHLY, start, end)
+    stats = statistics(since=since, until=until)
+    report.kpis = [
+        Kpi("Audit events", stats.total_events),
+        Kpi(
+            "Error rate %",
+            round(100 * stats.error_rate, 2) if stats.total_events else 0.0,
+            percent=True,
+        ),
+    ]
+    report.tables.append(
+        Table(
+            "events_by_type",
+            "Events by type",
+            ["Event type", "Events"],
+            [[t, n] for t, n in sorted(stats.by_type.items(), key=lambda x: (-x[1], x[0]))],
+        )
+    )
+    report.tables.append(_integrity_table(verify or verify_trail, recorded=recorded_integrity))
+    prunes = (
+        AuditPrune.objects.filter(created_at__gte=since, created_at__lt=until)
+        .values("run", "actor", "before", "archive_path", "archive_sha256")
+        .annotate(deleted=Sum("deleted_count"), at=Max("created_at"))
+        .order_by("at")
+    )
+    report.tables.append(
+        Table(
+            "retention",
+            "Retention and prune actions",
+            [
+                "When (UTC)",
+                "Actor",
+                "Deleted events before",
+                "Events deleted",
+                "Archive",
+                "SHA-256",
+            ],
+            [
+                [
+                    f"{p['at']:%Y-%m-%d %H:%M}",
+                    p["actor"],
+                    f"{p['before']:%Y-%m-%d}",
+                    p["deleted"],
+                    p["archive_path"],
+                    p["archive_sha256"],
+                ]
+                for p in prunes
+            ],
+        )
+    )
+    access = (
+        AuditEvent.objects.filter(
+            timestamp__gte=since,
+            timestamp__lt=until,
+            event_type__in=["audit_viewed", "audit_exported", "audit_imported", "audit_pruned"],
+        )
+        .values("actor", "event_type")
+        .annotate(n=Count("id"), last=Max("timestamp"))
+        .order_by("actor", "event_type")
+    )
+    report.tables.append(
+        Table(
+            "audit_access",
+            "Who viewed or exported audit data",
+            ["Actor", "Action", "Times", "Last (UTC)"],
+            [[a["actor"], a["event_type"], a["n"], f"{a['last']:%Y-%m-%d %H:%M}"] for a in access],
+        )
+    )
+    changes = (
+        LogEntry.objects.filter(action_time__gte=since, action_time__lt=until)
+        .select_related("user", "content_type")
+        .order_by("action_time")[:1000]
+    )
+    report.tables.append(
+        Table(
+            "admin_changes",
+            "Admin changes",
+            ["When (UTC)", "User", "Action", "Object type", "Object", "Change"],
+            [
+                [
+                    f"{c.action_time:%Y-%m-%d %H:%M}",
+                    c.user.get_username(),
+                    {1: "added", 2: "changed", 3: "deleted"}.get(c.action_flag, "?"),
+                    c.content_type.name if c.content_type else "",
+                    c.object_repr,
+                    c.get_change_message(),
+                ]
+                for c in changes
+            ],
+        )
+    )
+    failed = AuditEvent.objects.filter(
+        timestamp__gte=since, timestamp__lt=until, event_type="login_failed"
+    ).order_by("timestamp")[:1000]
+    report.tables.append(
+        Table(
+            "failed_logins",
+            "Failed logins",
+            ["When (UTC)", "Username", "Client IP"],
+            [
+                [
+                    f"{e.timestamp:%Y-%m-%d %H:%M:%S}",
+                    e.details.get("username", ""),
+                    e.details.get("ip", ""),
+                ]
+                for e in failed
+            ],
+        )
+    )
+    labels, per_day = _daily(since, until)
+    report.charts.append(
+        Chart("events_per_day", "Audit events per day", labels, {"Events": per_day})
+    )
+    return report
+
+
+BUILDERS = {
+    ReportKind.DAILY: build_daily,
+    ReportKind.WEEKLY: build_weekly,
+    ReportKind.MONTHLY: build_monthly,
+}
+
+
+def build_report(kind: str, on: date, *, recorded_integrity: bool = False) -> Report:
+    """The report of `kind` for the period containing `on`; `recorded_integrity` as for
+    build_monthly (other kinds have no integrity section)."""
+    start, end = report_period(kind, on)
+    if kind == ReportKind.MONTHLY:
+        return build_monthly(start, end, recorded_integrity=recorded_integrity)
+    return BUILDERS[ReportKind(kind)](start, end)

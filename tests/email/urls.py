@@ -1,7 +1,0 @@
-"""The project's urls with the follow-up endpoints mounted at the root, as deployed."""
-
-from django.urls import include, path
-
-from orchestrator.urls import urlpatterns as project_urlpatterns
-
-urlpatterns = [path("", include("leads.email.urls")), *project_urlpatterns]
