@@ -16,7 +16,7 @@ class CappedCountPaginator(Paginator):
 
     @cached_property
     def count(self) -> int:
-        return self.object_list[: self.CAP + 1].count()
+        return self.object_list[: self.CAP + 1].count()  # type: ignore[attr-defined]  # a QuerySet
 
 
 class EventTypeFilter(admin.SimpleListFilter):

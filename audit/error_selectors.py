@@ -10,12 +10,14 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from django.db.models import Count, Max, OuterRef, Q, QuerySet, Subquery
 
 from audit.fingerprints import normalize_message
 from audit.models import AuditEvent
+from audit.selectors import EVENTS
+from core.paging import Page
 
 FINGERPRINT_RE = re.compile(r"^[0-9a-f]{16}$")
 GroupSort = Literal["count", "last_seen"]
@@ -91,7 +93,8 @@ def error_groups(
     if workflow:
         latest = latest.filter(workflow=workflow)
     earliest = _errors().filter(fingerprint=OuterRef("fingerprint")).order_by("timestamp")
-    rows = list(
+    # Row keys include one count per bucket (b0, b1, ...), known only at run time.
+    rows: list[Any] = list(
         in_period.values("fingerprint")
         .annotate(
             count=Count("id"),
@@ -173,27 +176,20 @@ def error_group(*, fingerprint: str, since: datetime, until: datetime) -> GroupS
 
 
 def group_occurrences(
-    *,
-    fingerprint: str,
-    since: datetime,
-    until: datetime,
-    before: tuple[datetime, int] | None = None,
-) -> QuerySet[AuditEvent]:
-    """Occurrences of one group in [since, until), newest first; `before` is a keyset
-    cursor (timestamp, id) of the last row of the previous page."""
+    *, fingerprint: str, since: datetime, until: datetime, cursor: str | None = None, size: int = 50
+) -> Page[AuditEvent]:
+    """A page of the occurrences of one group in [since, until), newest first, after
+    `cursor` (core.paging; a cursor this list did not write raises CursorError)."""
     qs = _errors().filter(fingerprint=fingerprint, timestamp__gte=since, timestamp__lt=until)
-    if before is not None:
-        ts, pk = before
-        qs = qs.filter(Q(timestamp__lt=ts) | Q(timestamp=ts, id__lt=pk))
-    return qs.order_by("-timestamp", "-id").defer("traceback", "details", "mac")
+    return EVENTS.page(qs.defer("traceback", "details", "mac"), size=size, cursor=cursor)
 
 
 def group_leads(
     *, fingerprint: str, since: datetime, until: datetime, limit: int = 50
-) -> list[dict]:
+) -> list[dict[str, Any]]:
     """The leads a group hit in the period, most occurrences first:
     [{"lead_public_id", "count", "last_seen"}]."""
-    return list(
+    rows = (
         _errors()
         .filter(fingerprint=fingerprint, timestamp__gte=since, timestamp__lt=until)
         .exclude(lead_public_id="")
@@ -201,3 +197,4 @@ def group_leads(
         .annotate(count=Count("id"), last_seen=Max("timestamp"))
         .order_by("-count", "-last_seen", "lead_public_id")[:limit]
     )
+    return [dict(row) for row in rows]

@@ -10,10 +10,19 @@ group.
 The fingerprint is derived from fields the event's MAC covers, so it is not
 part of the MAC itself: verify_audit could recompute it, and changing the rule
 later does not invalidate history.
+
+Strategies are versioned, as Sentry versions its grouping configs: stored
+fingerprints were made by some strategy, and a new way of grouping is a new
+entry in STRATEGIES (never an edit of an old one), with a backfill if its
+values differ for events already stored. "2026-12" exists because code moved
+between apps: a frame's file is first mapped back to where that code lived
+when "2026-11" fingerprinted it (CODE_MOVES), so a moved function keeps its
+groups. Moving code again means adding its new path to CODE_MOVES.
 """
 
 import hashlib
 import re
+from collections.abc import Callable
 
 _FRAME_RE = re.compile(r'^\s*File "(?P<file>[^"]+)", line \d+, in (?P<func>\S+)', re.MULTILINE)
 _NORMALIZERS = [
@@ -28,6 +37,57 @@ _NORMALIZERS = [
     (re.compile(r"\d+(\.\d+)?"), "<n>"),
 ]
 
+# Where code lives now -> where it lived for strategy "2026-11": a file, a
+# folder ending in "/" (to a folder, or to the one module it was split from).
+# Longest match wins.
+CODE_MOVES: dict[str, str] = {
+    "core/env.py": "orchestrator/env.py",
+    "core/registry.py": "orchestrator/registry.py",
+    "core/scheduled.py": "orchestrator/scheduled.py",
+    "core/locks.py": "orchestrator/locks.py",
+    "core/periods.py": "orchestrator/periods.py",
+    "audit/verification.py": "audit/reports/verification.py",
+    "orchestrator/monitoring/alerts/": "audit/alerts/",
+    "orchestrator/monitoring/reports/": "audit/reports/",
+    "orchestrator/dashboard/views/reports.py": "audit/reports/views.py",
+    "orchestrator/monitoring/spikes.py": "audit/spikes.py",
+    "orchestrator/monitoring/health.py": "orchestrator/health.py",
+    "orchestrator/monitoring/heartbeat.py": "orchestrator/heartbeat.py",
+    "orchestrator/dashboard/views/events.py": "audit/views/events.py",
+    "orchestrator/dashboard/views/errors.py": "audit/views/errors.py",
+    "orchestrator/dashboard/views/leads.py": "leads/views.py",
+    "orchestrator/dashboard/views/analytics.py": "orchestrator/views/analytics.py",
+    "orchestrator/dashboard/views/overview.py": "orchestrator/views/overview.py",
+    "orchestrator/dashboard/views/workflows.py": "orchestrator/views/workflows.py",
+    "orchestrator/dashboard/filters/events.py": "audit/filters.py",
+    "orchestrator/dashboard/filters/leads.py": "leads/filters.py",
+    "orchestrator/dashboard/selectors/leads.py": "leads/selectors.py",
+    "orchestrator/dashboard/selectors/overview.py": "orchestrator/overview_selectors.py",
+    "orchestrator/dashboard/selectors/analytics.py": "orchestrator/analytics_selectors.py",
+    "orchestrator/dashboard/selectors/workflows.py": "orchestrator/workflow_selectors.py",
+    "orchestrator/dashboard/access.py": "orchestrator/access.py",
+    "orchestrator/dashboard/charts.py": "orchestrator/charts.py",
+    "orchestrator/dashboard/render.py": "orchestrator/dashboard.py",
+    "orchestrator/dashboard/urls.py": "orchestrator/dashboard_urls.py",
+    "orchestrator/devtools/bench.py": "audit/bench.py",
+    "orchestrator/devtools/bench_views.py": "audit/bench_views.py",
+    "orchestrator/devtools/demo.py": "orchestrator/demo.py",
+    "orchestrator/devtools/management/commands/audit_bench.py": (
+        "audit/management/commands/audit_bench.py"
+    ),
+    "orchestrator/devtools/management/commands/": "orchestrator/management/commands/",
+    "leads/followups/": "leads/email/",
+    "leads/followups/services/": "leads/email/services.py",
+    "leads/intake/": "leads/",
+    "leads/intake/inbox/": "leads/inbox.py",
+    "leads/workflows/runner.py": "orchestrator/runner.py",
+    "leads/workflows/config.py": "orchestrator/workflows.py",
+    "leads/workflows/steps.py": "orchestrator/steps.py",
+    "leads/workflows/admin.py": "orchestrator/admin.py",
+    "leads/workflows/management/commands/": "orchestrator/management/commands/",
+}
+_MOVES_LONGEST_FIRST = sorted(CODE_MOVES.items(), key=lambda item: -len(item[0]))
+
 
 def normalize_message(message: str) -> str:
     text = message.strip().splitlines()[0] if message.strip() else ""
@@ -36,23 +96,68 @@ def normalize_message(message: str) -> str:
     return text[:300]
 
 
-def top_frame(traceback: str) -> str:
-    """'path/to/module.py:function' of the innermost frame, or '' without a traceback."""
+def _innermost(traceback: str) -> tuple[str, str] | None:
     frames = list(_FRAME_RE.finditer(traceback or ""))
     if not frames:
-        return ""
+        return None
     last = frames[-1]
+    return last["file"], last["func"]
+
+
+def _project_path_2026_11(path: str) -> str:
     # Only the path below the project or site-packages: the same code installed
     # in two places (two machines, two virtualenvs) is one group.
-    path = re.sub(r"^.*/(site-packages|dist-packages)/", "", last["file"])
-    path = re.sub(r"^.*/(orchestrator|audit|leads)/", r"\1/", path)
-    return f"{path}:{last['func']}"
+    path = re.sub(r"^.*/(site-packages|dist-packages)/", "", path)
+    return re.sub(r"^.*/(orchestrator|audit|leads)/", r"\1/", path)
 
 
-def fingerprint(*, error_type: str, error_message: str, traceback: str) -> str:
+def _project_path(path: str) -> str:
+    path = re.sub(r"^.*/(site-packages|dist-packages)/", "", path)
+    return re.sub(r"^.*/(core|orchestrator|audit|leads)/", r"\1/", path)
+
+
+def _project_path_2026_12(path: str) -> str:
+    path = _project_path(path)
+    for now, then in _MOVES_LONGEST_FIRST:
+        if path == now:
+            return then
+        if now.endswith("/") and path.startswith(now):
+            # A folder split out of one module maps back to that module.
+            return then if then.endswith(".py") else then + path[len(now) :]
+    return path
+
+
+def _strategy(project_path: Callable[[str], str]) -> Callable[[str, str, str], str]:
+    def compute(error_type: str, error_message: str, traceback: str) -> str:
+        if not (error_type or error_message):
+            return ""
+        frame = _innermost(traceback)
+        if frame:
+            basis = f"{error_type}|{project_path(frame[0])}:{frame[1]}"
+        else:
+            basis = f"{error_type}|{normalize_message(error_message)}"
+        return hashlib.sha256(basis.encode()).hexdigest()[:16]
+
+    return compute
+
+
+# id -> strategy. Never edit an entry: add one and point CURRENT at it.
+STRATEGIES: dict[str, Callable[[str, str, str], str]] = {
+    "2026-11": _strategy(_project_path_2026_11),
+    "2026-12": _strategy(_project_path_2026_12),
+}
+CURRENT = "2026-12"
+
+
+def top_frame(traceback: str) -> str:
+    """'path/to/module.py:function' of the innermost frame, where the code is now, or ''
+    without a traceback (for display; grouping maps moved code back, see above)."""
+    frame = _innermost(traceback)
+    return f"{_project_path(frame[0])}:{frame[1]}" if frame else ""
+
+
+def fingerprint(
+    *, error_type: str, error_message: str, traceback: str, strategy: str = CURRENT
+) -> str:
     """16 hex characters naming the group; '' for an event that carries no error."""
-    if not (error_type or error_message):
-        return ""
-    frame = top_frame(traceback)
-    basis = f"{error_type}|{frame}" if frame else f"{error_type}|{normalize_message(error_message)}"
-    return hashlib.sha256(basis.encode()).hexdigest()[:16]
+    return STRATEGIES[strategy](error_type, error_message, traceback)

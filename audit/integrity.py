@@ -28,7 +28,14 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from audit.models import AuditEvent, AuditPrune, AuditSeal
+from audit.models import (
+    AuditEvent,
+    AuditLeadDay,
+    AuditPrune,
+    AuditRollup,
+    AuditRollupDay,
+    AuditSeal,
+)
 from audit.signing import GENESIS, format_timestamp, mac_of, record_mac
 
 Range = list[int]  # [first_id, last_id], inclusive
@@ -182,8 +189,6 @@ def _add_rollups(rows: Sequence[tuple], sign: int = 1) -> None:
     Only the sealer calls this, and the seal covers each event exactly once,
     so every event is counted once however late it commits.
     """
-    from audit.models import AuditLeadDay, AuditRollup, AuditRollupDay
-
     counts = Counter((_hour(ts), etype, wf) for _id, _mac, ts, etype, wf, _lead in rows)
     daily: Counter = Counter()
     for (h, etype, wf), n in counts.items():
@@ -270,7 +275,7 @@ class _Intervals:
 
     def __init__(self, ranges: Iterable[Sequence[int]]) -> None:
         merged: list[list[int]] = []
-        for lo, hi, *_ in sorted(ranges):
+        for lo, hi, *_ in sorted(tuple(r) for r in ranges):
             if merged and lo <= merged[-1][1] + 1:
                 merged[-1][1] = max(merged[-1][1], hi)
             else:

@@ -22,6 +22,23 @@ from audit import selectors, services
 from audit.jsonl import event_to_legacy
 from audit.models import AuditEvent
 
+# The eleven types the legacy script wrote. The apps that own them register
+# them (audit.types); check_legacy_types makes a deployment without one fail
+# its system checks instead of the first legacy call.
+LEGACY_EVENT_TYPES = (
+    "lead_ingested",
+    "lead_qualified",
+    "lead_routed",
+    "crm_create",
+    "crm_update",
+    "email_sent",
+    "email_scheduled",
+    "email_cancelled",
+    "workflow_started",
+    "workflow_stopped",
+    "error",
+)
+
 
 class AuditLogger:
     def log_event(

@@ -22,12 +22,18 @@ from django.utils import timezone
 
 from audit.models import AuditEvent, AuditLeadDay, AuditRollup, AuditRollupDay, AuditSeal
 from audit.types import ERROR
+from core.paging import Keyset, Page
 
 if TYPE_CHECKING:
     from core.periods import Period
 
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
+# The order every audit index shares: pages, exports and the live tail walk it.
+EVENT_KEYS = ("-timestamp", "-id")
+EVENTS = Keyset(AuditEvent, EVENT_KEYS)
+# The same order read forwards, for the live tail.
+EVENTS_FORWARD = Keyset(AuditEvent, ("timestamp", "id"))
 
 
 def event_list(
@@ -43,11 +49,11 @@ def event_list(
 ) -> QuerySet[AuditEvent]:
     """Events matching every given filter, newest first.
 
-    `before` is a keyset cursor (timestamp, id) of the last row of the
+    `before` is the keyset position (timestamp, id) of the last row of the
     previous page: paging costs the same on page 1 and page 10,000.
     `until` is exclusive, `since` inclusive.
     """
-    qs = AuditEvent.objects.all()
+    qs: QuerySet[AuditEvent] = AuditEvent.objects.all()
     if event_type:
         if isinstance(event_type, str):
             qs = qs.filter(event_type=event_type)
@@ -66,9 +72,8 @@ def event_list(
     if until:
         qs = qs.filter(timestamp__lt=until)
     if before:
-        ts, event_id = before
-        qs = qs.filter(Q(timestamp__lt=ts) | Q(timestamp=ts, id__lt=event_id))
-    return qs.order_by("-timestamp", "-id")
+        qs = EVENTS.after(qs, before)
+    return qs.order_by(*EVENT_KEYS)
 
 
 def lead_history(*, lead_id: str) -> QuerySet[AuditEvent]:
@@ -282,35 +287,29 @@ def details_contains(text: str) -> Q:
     return condition
 
 
-def _keyset_before(events: QuerySet[AuditEvent], before: tuple[datetime, int]) -> QuerySet:
-    ts, event_id = before
-    # The plain `timestamp <= ts` gives the index scan its starting point; the OR
-    # alone would make it walk from the newest event.
-    return events.filter(Q(timestamp__lte=ts), Q(timestamp__lt=ts) | Q(id__lt=event_id))
-
-
 def event_page(
     *,
     events: QuerySet[AuditEvent],
-    before: tuple[datetime, int] | None = None,
-    limit: int = 50,
+    cursor: str | None = None,
+    size: int = 50,
     merge_types: Sequence[str] = (),
-) -> list[AuditEvent]:
-    """Up to `limit` of `events`, newest first, after the keyset cursor `before`.
+) -> Page[AuditEvent]:
+    """Up to `size` of `events`, newest first, after `cursor` (core.paging; a cursor
+    this list did not write raises CursorError).
 
     With several `merge_types`, each type is read on its own (timestamp, id)
     index range and the pages are merged: `event_type IN (...)` ordered by time
     would make the database sort every event of those types in the range. Pass
     them only when no other filter narrows the events better than the type.
     """
-    if before is not None:
-        events = _keyset_before(events, before)
-    ordered = events.order_by("-timestamp", "-id")
     if len(merge_types) < 2:
-        return list(ordered[:limit])
-    pages = [list(ordered.filter(event_type=t)[:limit]) for t in merge_types]
+        return EVENTS.page(events, size=size, cursor=cursor)
+    if cursor:
+        events = EVENTS.after(events, EVENTS.decode(cursor))
+    ordered = EVENTS.order(events)
+    pages = [list(ordered.filter(event_type=t)[: size + 1]) for t in merge_types]
     merged = heapq.merge(*pages, key=lambda e: (e.timestamp, e.id), reverse=True)
-    return list(islice(merged, limit))
+    return EVENTS.page_of(list(islice(merged, size + 1)), size=size, cursor=cursor or None)
 
 
 def events_after(
@@ -318,9 +317,8 @@ def events_after(
 ) -> list[AuditEvent]:
     """Events that come after `after` (timestamp, id), newest first; the oldest `limit`
     of them, so a live tail that fell behind catches up in order."""
-    ts, event_id = after
-    newer = events.filter(Q(timestamp__gte=ts), Q(timestamp__gt=ts) | Q(id__gt=event_id))
-    rows = list(newer.order_by("timestamp", "id")[:limit])
+    newer = EVENTS_FORWARD.after(events, after)
+    rows = list(EVENTS_FORWARD.order(newer)[:limit])
     rows.reverse()
     return rows
 
@@ -504,10 +502,10 @@ def _iter_keyset(
     before: tuple[datetime, int] | None = None
     size = min(first_chunk, chunk)
     while True:
-        page = _keyset_before(events, before) if before is not None else events
-        rows = list(page.order_by("-timestamp", "-id")[:size])
+        page = EVENTS.after(events, before) if before is not None else events
+        rows = list(EVENTS.order(page)[:size])
         yield from rows
         if len(rows) < size:
             return
-        before = (rows[-1].timestamp, rows[-1].id)
+        before = EVENTS.position(rows[-1])
         size = chunk

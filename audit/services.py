@@ -47,14 +47,14 @@ def audit_context(*, actor: str | None = None, correlation_id: str | None = None
     found together. Yields the correlation id in force.
     """
     cid = correlation_id or _correlation_id.get() or new_correlation_id()
-    tokens = [_correlation_id.set(cid)]
-    if actor is not None:
-        tokens.append(_actor.set(_validate_actor(actor)))
+    cid_token = _correlation_id.set(cid)
+    actor_token = _actor.set(_validate_actor(actor)) if actor is not None else None
     try:
         yield cid
     finally:
-        for var, token in zip((_correlation_id, _actor), tokens, strict=False):
-            var.reset(token)
+        if actor_token is not None:
+            _actor.reset(actor_token)
+        _correlation_id.reset(cid_token)
 
 
 def _validate_actor(actor: str) -> str:

@@ -43,7 +43,9 @@ def open_binary(path: Path) -> IO[bytes]:
     """Plain or gzip, told apart by the magic bytes rather than the name."""
     with open(path, "rb") as probe:
         gzipped = probe.read(2) == b"\x1f\x8b"
-    return gzip.open(path, "rb") if gzipped else open(path, "rb")
+    if gzipped:
+        return gzip.open(path, "rb")  # type: ignore[return-value]  # a GzipFile is an IO[bytes]
+    return open(path, "rb")
 
 
 def _error_text(error: Any) -> str:

@@ -1,71 +1,107 @@
 """The registry of event types.
 
-The eleven legacy types keep their names; newer ones are added here, and a
-deployment can add its own with AUDIT_EXTRA_EVENT_TYPES or register_event_type().
+The store knows only its own vocabulary (errors, access to the trail,
+imports, prunes, failed logins). Every other type is registered by the app
+that writes it, from its AppConfig.ready(): leads registers lead_* and
+api_key_*, leads.crm crm_*, leads.followups email_*, leads.workflows
+workflow_*, the monitoring apps alert_* and report_*. Each type carries a
+label, a category (the timeline's colour group) and a one-line summary of an
+event's details, so a new type is added in one app and shows everywhere.
+A deployment can add bare types with AUDIT_EXTRA_EVENT_TYPES.
 """
 
 import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
 
-LEGACY_EVENT_TYPES: dict[str, str] = {
-    "lead_ingested": "New lead captured from source",
-    "lead_qualified": "Lead qualification decision",
-    "lead_routed": "Lead routing to destination",
-    "crm_create": "CRM record created",
-    "crm_update": "CRM record updated",
-    "email_sent": "Follow-up email sent",
-    "email_scheduled": "Email sequence scheduled",
-    "email_cancelled": "Email sequence cancelled",
-    "workflow_started": "Workflow processing started",
-    "workflow_stopped": "Workflow processing stopped",
-    "error": "Error occurred with traceback",
-}
-
-EVENT_TYPES: dict[str, str] = {
-    **LEGACY_EVENT_TYPES,
-    "lead_updated": "Lead fields changed (merge of a duplicate, manual edit)",
-    "email_replied": "The lead replied to a follow-up email",
-    "email_opened": "A follow-up email was opened",
-    "email_clicked": "A link in a follow-up email was clicked",
-    "email_bounced": "A follow-up email bounced",
-    "alert_sent": "An alert notification was sent",
-    "alert_snoozed": "An alert rule or incident was snoozed (or the snooze cleared)",
-    "report_sent": "A scheduled report was sent",
-    "audit_viewed": "Audit data was viewed",
-    "audit_exported": "Audit data was exported",
-    "audit_imported": "Events were imported from a legacy log",
-    "audit_pruned": "Events past retention were archived and deleted",
-    "api_key_created": "An API key was created for a lead source",
-    "api_key_revoked": "An API key was revoked",
-    "crm_sync_requested": "A CRM sync was requested by hand (dashboard)",
-    "login_failed": "A login to the dashboard or admin failed",
-}
-
 ERROR = "error"
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]{1,63}$")
+# The timeline's colour groups (type-<category> in dashboard.css).
+CATEGORIES = ("lead", "crm", "email", "workflow", "error", "user")
+
+# What an event is summarized from: its details, and the event for its other fields.
+Summary = Callable[[Mapping[str, Any], Any], str]
+
+
+def no_summary(details: Mapping[str, Any], event: Any) -> str:
+    return ""
+
+
+@dataclass(frozen=True)
+class EventType:
+    name: str
+    label: str
+    category: str = "user"
+    summary: Summary = no_summary
 
 
 class UnknownEventType(ValueError):
     pass
 
 
-def register_event_type(name: str, description: str) -> None:
+_TYPES: dict[str, EventType] = {}
+
+
+def register_event_type(
+    name: str, label: str, *, category: str = "user", summary: Summary = no_summary
+) -> EventType:
+    """Add a type to the vocabulary (idempotent for the same name: the first one stays)."""
     if not NAME_RE.match(name):
         raise ValueError(f"event type {name!r} must match {NAME_RE.pattern}")
-    EVENT_TYPES.setdefault(name, description)
+    if category not in CATEGORIES:
+        raise ValueError(f"event type {name!r}: category must be one of {', '.join(CATEGORIES)}")
+    return _TYPES.setdefault(name, EventType(name, label, category, summary))
+
+
+def event_type_info(name: str) -> EventType:
+    """The registered type, or a bare one for AUDIT_EXTRA_EVENT_TYPES and old rows."""
+    return _TYPES.get(name) or EventType(name, "Custom event type")
 
 
 def known_event_types() -> dict[str, str]:
+    """Every type a caller may record, name -> label."""
     extra = {name: "Custom event type" for name in settings.AUDIT_EXTRA_EVENT_TYPES}
-    return {**extra, **EVENT_TYPES}
+    return {**extra, **{name: t.label for name, t in _TYPES.items()}}
 
 
 def validate_event_type(name: object) -> str:
-    if not isinstance(name, str) or name not in known_event_types():
+    if not isinstance(name, str) or (
+        name not in _TYPES and name not in settings.AUDIT_EXTRA_EVENT_TYPES
+    ):
         known = ", ".join(sorted(known_event_types()))
         raise UnknownEventType(
             f"unknown audit event type {name!r}; known types: {known} "
             "(add more with AUDIT_EXTRA_EVENT_TYPES)"
         )
     return name
+
+
+# --- the store's own vocabulary -----------------------------------------------------------
+
+
+def _error_summary(details: Mapping[str, Any], event: Any) -> str:
+    stage = f" (in {details['stage']})" if details.get("stage") else ""
+    return f"{event.error_type}: {event.error_message}"[:300] + stage
+
+
+def _viewed_summary(details: Mapping[str, Any], event: Any) -> str:
+    return f"viewed ({details['view']})" if details.get("view") else "viewed"
+
+
+def register_audit_types() -> None:
+    register_event_type(
+        ERROR, "Error occurred with traceback", category="error", summary=_error_summary
+    )
+    register_event_type("audit_viewed", "Audit data was viewed", summary=_viewed_summary)
+    register_event_type("audit_exported", "Audit data was exported")
+    register_event_type("audit_imported", "Events were imported from a legacy log")
+    register_event_type("audit_pruned", "Events past retention were archived and deleted")
+    register_event_type("login_failed", "A login to the dashboard or admin failed")
+
+
+def text(value: Any) -> str:
+    """A detail value for a summary line (None shows as nothing)."""
+    return "" if value is None else str(value)

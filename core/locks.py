@@ -1,20 +1,14 @@
 """Leases for scheduled commands: overlapping runs skip instead of doubling work."""
 
-import contextlib
 import os
 import socket
 import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from core.models import CommandLock
-
-
-class LockHeld(Exception):
-    """Another run holds the lock."""
 
 
 def acquire(name: str, *, ttl: timedelta) -> str | None:
@@ -48,15 +42,3 @@ def renew(name: str, holder: str, *, ttl: timedelta) -> bool:
 
 def release(name: str, holder: str) -> None:
     CommandLock.objects.filter(name=name, holder=holder).delete()
-
-
-@contextlib.contextmanager
-def command_lock(name: str, *, ttl: timedelta = timedelta(minutes=30)) -> Iterator[str]:
-    """Hold the lease for the block, or raise LockHeld at once."""
-    holder = acquire(name, ttl=ttl)
-    if holder is None:
-        raise LockHeld(name)
-    try:
-        yield holder
-    finally:
-        release(name, holder)

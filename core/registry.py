@@ -1,36 +1,79 @@
-"""Registries of pluggable classes by kind (CRM connectors, alert channels).
+"""The one registry style for every extension point (healthchecks' TRANSPORTS).
 
-Each maps a kind to the dotted path of its class, imported on first use, so a
-deployment that never uses a kind never imports its module, and model
-choices come from here, so adding a kind needs no migration.
+A registry maps a kind to (label, "dotted.path") and imports the object on
+first use, then keeps it: a deployment that never uses a kind never imports
+its module, and listing the choices imports none. Model fields take
+`choices=` from a module-level function returning `registry.choices()`, so
+adding a kind needs no migration.
+
+Apps add their kinds in AppConfig.ready() with `register()`; `before=` puts a
+kind ahead of another one where order matters (the inbox handlers).
 """
+
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 from django.utils.module_loading import import_string
 
 
-class ClassRegistry[T]:
-    def __init__(self, noun: str, paths: dict[str, str], labels: dict[str, str]) -> None:
+class Registry[T](Mapping[str, tuple[str, str]]):
+    """A read-only mapping kind -> (label, dotted path), in registration order."""
+
+    def __init__(self, noun: str, entries: Mapping[str, tuple[str, str]] | None = None) -> None:
         self.noun = noun  # names the kind in errors, e.g. "CRM kind"
-        self.paths = paths
-        # Labels live here rather than on the classes, so listing the choices
-        # imports no module.
-        self.labels = labels
-        self._classes: dict[str, type[T]] = {}
+        self._entries: dict[str, tuple[str, str]] = dict(entries or {})
+        self._loaded: dict[str, T] = {}
+
+    def __getitem__(self, kind: str) -> tuple[str, str]:
+        return self._entries[kind]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __repr__(self) -> str:
+        return f"<Registry {self.noun}: {', '.join(self._entries) or 'empty'}>"
 
     def choices(self) -> list[tuple[str, str]]:
-        return [(kind, self.labels.get(kind, kind)) for kind in self.paths]
+        return [(kind, label) for kind, (label, _path) in self._entries.items()]
 
-    def register(self, kind: str, path: str, label: str = "") -> None:
-        self.paths[kind] = path
-        self.labels[kind] = label or kind
-        self._classes.pop(kind, None)
+    def label(self, kind: str) -> str:
+        return self._entry(kind)[0]
 
-    def get(self, kind: str) -> type[T]:
-        if kind not in self._classes:
-            try:
-                path = self.paths[kind]
-            except KeyError:
-                known = ", ".join(sorted(self.paths))
-                raise ValueError(f"unknown {self.noun} {kind!r} (known: {known})") from None
-            self._classes[kind] = import_string(path)
-        return self._classes[kind]
+    def path(self, kind: str) -> str:
+        return self._entry(kind)[1]
+
+    def register(self, kind: str, label: str, path: str, *, before: str | None = None) -> None:
+        """Add (or replace) a kind; `before` names the kind it must come ahead of."""
+        entries = {k: v for k, v in self._entries.items() if k != kind}
+        if before is None:
+            entries[kind] = (label or kind, path)
+        else:
+            self._entry(before)  # an unknown anchor is a mistake, not "append"
+            ordered: dict[str, tuple[str, str]] = {}
+            for k, v in entries.items():
+                if k == before:
+                    ordered[kind] = (label or kind, path)
+                ordered[k] = v
+            entries = ordered
+        self._entries = entries
+        self._loaded.pop(kind, None)
+
+    def unregister(self, kind: str) -> None:
+        self._entries.pop(kind, None)
+        self._loaded.pop(kind, None)
+
+    def load(self, kind: str) -> T:
+        """The object registered for `kind`, imported on first use."""
+        if kind not in self._loaded:
+            self._loaded[kind] = import_string(self.path(kind))
+        return self._loaded[kind]
+
+    def _entry(self, kind: Any) -> tuple[str, str]:
+        try:
+            return self._entries[kind]
+        except (KeyError, TypeError):
+            known = ", ".join(sorted(self._entries)) or "none registered"
+            raise ValueError(f"unknown {self.noun} {kind!r} (known: {known})") from None

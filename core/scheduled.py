@@ -39,7 +39,7 @@ class ScheduledCommand(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         # run_once may watch self.stop to end its unit of work early on SIGTERM.
         self.stop = threading.Event()
-        previous: dict[int, Any] = {}
+        previous: dict[signal.Signals, Any] = {}
         if threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGTERM, signal.SIGINT):
                 previous[signum] = signal.signal(signum, lambda *_: self.stop.set())

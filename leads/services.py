@@ -14,7 +14,11 @@ from jsonschema.exceptions import SchemaError
 
 from audit.models import AuditEvent
 from audit.services import record_event
+from leads.errors import NotApplicable
+from leads.followups.services import lead_disqualified
 from leads.models import LEAD_FIELDS, Lead, LeadSource
+from leads.qualification import qualify
+from leads.routing import choose_route
 
 MAX_LENGTHS = {"email": 254, "name": 200, "company": 200, "phone": 50, "title": 200, "country": 2}
 
@@ -244,8 +248,6 @@ def ingest_lead(
 def lead_qualify(*, lead: Lead, config: Mapping[str, Any], actor: str = "system") -> Any:
     """Score and qualify the lead by the workflow's rules; the breakdown goes on the lead
     and into the lead_qualified event."""
-    from leads.qualification import qualify
-
     result = qualify(lead, config)
     lead.score = result.score
     lead.status = result.status
@@ -260,8 +262,6 @@ def lead_qualify(*, lead: Lead, config: Mapping[str, Any], actor: str = "system"
     )
     if lead.status == Lead.Status.DISQUALIFIED:
         # A lead re-qualified as disqualified stops getting follow-ups.
-        from leads.followups.services import lead_disqualified
-
         lead_disqualified(lead=lead, actor=actor or "system")
     return result
 
@@ -269,8 +269,6 @@ def lead_qualify(*, lead: Lead, config: Mapping[str, Any], actor: str = "system"
 def lead_route(*, lead: Lead, config: Mapping[str, Any], actor: str = "system") -> Any:
     """Give the lead a team and owner by the workflow's routing rules; the lead_routed
     event names the rule that matched."""
-    from leads.routing import choose_route
-
     route = choose_route(lead, config)
     lead.team = route.team
     lead.owner = route.owner
@@ -292,10 +290,6 @@ def lead_route(*, lead: Lead, config: Mapping[str, Any], actor: str = "system") 
 
 
 # --- Dashboard actions ------------------------------------------------------------------
-
-
-class NotApplicable(ValueError):
-    """An operator action that does not apply to the lead as it stands; the message says why."""
 
 
 def requalify_blocker(lead: Lead) -> str:

@@ -7,7 +7,7 @@ from orchestrator.dashboard.render import UserInputError
 class UserInputErrorMiddleware:
     """Turns UserInputError from a dashboard view into a 400 page that says what was wrong."""
 
-    def __init__(self, get_response):  # type: ignore[no-untyped-def]
+    def __init__(self, get_response):
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:

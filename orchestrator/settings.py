@@ -291,6 +291,8 @@ ALERTS_RETRY_BASE_SECONDS = envint("ALERTS_RETRY_BASE_SECONDS", 60)
 ALERTS_RETRY_MAX_SECONDS = envint("ALERTS_RETRY_MAX_SECONDS", 3600)
 ALERTS_HTTP_ATTEMPTS = envint("ALERTS_HTTP_ATTEMPTS", 3)  # per pass, first try included
 ALERTS_HTTP_TIMEOUT = envint("ALERTS_HTTP_TIMEOUT", 10)
+# The first in-pass wait in seconds; doubles, with jitter, up to ten times it.
+ALERTS_HTTP_BACKOFF = envfloat("ALERTS_HTTP_BACKOFF", 0.5)
 
 # --- Logging ----------------------------------------------------------------------------
 # LOG_FORMAT=json: one JSON object per line, for journald/log shippers.

@@ -10,7 +10,10 @@ def backfill(apps, schema_editor):
     table's owner and may lift it for the duration. The MAC does not cover the
     fingerprint, so sealed history still verifies.
     """
-    from audit.fingerprints import fingerprint
+    from audit.fingerprints import STRATEGIES
+
+    # The strategy of this migration's time, not whatever is current later.
+    fingerprint = STRATEGIES["2026-11"]
 
     table = "audit_auditevent"
     postgres = schema_editor.connection.vendor == "postgresql"
@@ -26,9 +29,7 @@ def backfill(apps, schema_editor):
             cursor.execute(
                 f"UPDATE {table} SET fingerprint = %s WHERE id = %s",
                 [
-                    fingerprint(
-                        error_type=error_type, error_message=error_message, traceback=traceback
-                    ),
+                    fingerprint(error_type, error_message, traceback),
                     pk,
                 ],
             )

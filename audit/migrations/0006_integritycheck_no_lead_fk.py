@@ -6,11 +6,20 @@
 import django.utils.timezone
 from django.db import migrations, models
 
+MODEL = "integritycheck"
+
 
 def move_content_type(apps, schema_editor, *, old="reports", new="audit"):
     ContentType = apps.get_model("contenttypes", "ContentType")
-    if not ContentType.objects.filter(app_label=new, model="integritycheck").exists():
-        ContentType.objects.filter(app_label=old, model="integritycheck").update(app_label=new)
+    moving = ContentType.objects.filter(app_label=old, model=MODEL).first()
+    if moving is None:
+        return
+    # A half-migrated state (one app migrated, the other not) lets post_migrate
+    # create an empty twin under the other label; the original, which
+    # permissions and admin history point at, wins.
+    ContentType.objects.filter(app_label=new, model=MODEL).delete()
+    moving.app_label = new
+    moving.save(update_fields=["app_label"])
 
 
 def move_back(apps, schema_editor):

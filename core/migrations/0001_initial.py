@@ -4,11 +4,20 @@
 
 from django.db import migrations, models
 
+MODEL = "commandlock"
+
 
 def move_content_type(apps, schema_editor, *, old="orchestrator", new="core"):
     ContentType = apps.get_model("contenttypes", "ContentType")
-    if not ContentType.objects.filter(app_label=new, model="commandlock").exists():
-        ContentType.objects.filter(app_label=old, model="commandlock").update(app_label=new)
+    moving = ContentType.objects.filter(app_label=old, model=MODEL).first()
+    if moving is None:
+        return
+    # A half-migrated state (one app migrated, the other not) lets post_migrate
+    # create an empty twin under the other label; the original, which
+    # permissions and admin history point at, wins.
+    ContentType.objects.filter(app_label=new, model=MODEL).delete()
+    moving.app_label = new
+    moving.save(update_fields=["app_label"])
 
 
 def move_back(apps, schema_editor):

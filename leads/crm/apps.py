@@ -8,6 +8,8 @@ class CrmConfig(AppConfig):
     verbose_name = "CRM sync"
 
     def ready(self) -> None:
+        from leads.crm import events
         from leads.workflows.steps import register_step
 
-        register_step("crm_sync", "leads.crm.steps.CrmSyncStep")
+        register_step("crm_sync", "leads.crm.steps.CrmSyncStep", "Sync to a CRM")
+        events.register()

@@ -28,15 +28,13 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from urllib.parse import urlsplit
 
 import requests
-from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
-from tenacity.wait import wait_exponential_jitter
+from tenacity import RetryCallState
 
+from core.retry import parse_retry_after, retrying
 from leads.crm.models import CrmCall
 
 if TYPE_CHECKING:
@@ -93,24 +91,6 @@ class CrmNotFound(CrmError):
 class Upsert:
     external_id: str
     created: bool
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date (RFC 9110)."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def _timeout(value: Any) -> tuple[float, float]:
@@ -217,40 +197,24 @@ class BaseConnector:
         self.calls = 0
         self.create_maybe_sent = False
         self.lead = lead
-        backoff = wait_exponential_jitter(
-            multiplier=self.backoff, max=self.max_backoff, jitter=self.backoff
-        )
-
-        def wait(state: RetryCallState) -> float:
-            exc = state.outcome.exception() if state.outcome else None
-            if isinstance(exc, CrmError) and exc.retry_after is not None:
-                return exc.retry_after
-            return backoff(state)
-
-        def too_long_to_wait(state: RetryCallState) -> bool:
-            # Waiting minutes inside a task helps nobody: give up and let the
-            # record-level retry (sync_crm) come back later.
-            exc = state.outcome.exception() if state.outcome else None
-            return (
-                isinstance(exc, CrmError)
-                and exc.retry_after is not None
-                and exc.retry_after > self.max_retry_after
-            )
 
         def before(state: RetryCallState) -> None:
             self.attempt = state.attempt_number
 
-        retrying = Retrying(
-            retry=retry_if_exception(lambda e: isinstance(e, CrmError) and not e.permanent),
-            stop=stop_after_attempt(self.max_attempts) | too_long_to_wait,
-            wait=wait,
+        policy = retrying(
+            transient=lambda e: isinstance(e, CrmError) and not e.permanent,
+            attempts=self.max_attempts,
+            base=self.backoff,
+            cap=self.max_backoff,
+            # Waiting minutes inside a task helps nobody: a longer Retry-After
+            # ends the tries and the record-level retry (sync_crm) comes back later.
+            max_retry_after=self.max_retry_after,
             # Looked up at call time so tests can replace base.sleep.
             sleep=lambda seconds: sleep(seconds),
             before=before,
             before_sleep=self._mark_retried,
-            reraise=True,
         )
-        return retrying(fn, *args)
+        return policy(fn, *args)
 
     def _mark_retried(self, state: RetryCallState) -> None:
         if self._last_call is not None and self._last_call.outcome == CrmCall.Outcome.TRANSIENT:

@@ -1,4 +1,4 @@
-"""The CRM connector registry: kind -> dotted path of the connector class.
+"""The CRM connector registry: kind -> (label, dotted path of the connector class).
 
 Classes are imported on first use, so a deployment that never talks to
 Salesforce never imports its module; CrmConnection.kind takes its choices
@@ -9,41 +9,34 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from core.registry import ClassRegistry
+from core.registry import Registry
 
 if TYPE_CHECKING:
     from leads.crm.base import BaseConnector
     from leads.crm.models import CrmConnection
 
-CONNECTORS: dict[str, str] = {
-    "hubspot": "leads.crm.hubspot.HubSpotConnector",
-    "pipedrive": "leads.crm.pipedrive.PipedriveConnector",
-    "salesforce": "leads.crm.salesforce.SalesforceConnector",
-    "webhook": "leads.crm.webhook.WebhookConnector",
-}
-# Labels live here rather than on the classes so that listing the choices
-# imports no connector module.
-LABELS: dict[str, str] = {
-    "hubspot": "HubSpot",
-    "pipedrive": "Pipedrive",
-    "salesforce": "Salesforce",
-    "webhook": "Generic webhook",
-}
-
-
-REGISTRY: ClassRegistry[BaseConnector] = ClassRegistry("CRM kind", CONNECTORS, LABELS)
+CONNECTORS: Registry[type[BaseConnector]] = Registry(
+    "CRM kind",
+    {
+        "hubspot": ("HubSpot", "leads.crm.hubspot.HubSpotConnector"),
+        "pipedrive": ("Pipedrive", "leads.crm.pipedrive.PipedriveConnector"),
+        "salesforce": ("Salesforce", "leads.crm.salesforce.SalesforceConnector"),
+        "webhook": ("Generic webhook", "leads.crm.webhook.WebhookConnector"),
+    },
+)
 
 
 def kind_choices() -> list[tuple[str, str]]:
-    return REGISTRY.choices()
+    # Named in migrations (CrmConnection.kind): keep the name.
+    return CONNECTORS.choices()
 
 
 def register_connector(kind: str, path: str, label: str = "") -> None:
-    REGISTRY.register(kind, path, label)
+    CONNECTORS.register(kind, label, path)
 
 
 def connector_class(kind: str) -> type[BaseConnector]:
-    return REGISTRY.get(kind)
+    return CONNECTORS.load(kind)
 
 
 def get_connector(connection: CrmConnection) -> BaseConnector:

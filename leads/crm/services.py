@@ -18,11 +18,15 @@ from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from audit.services import record_event
+from audit.services import audit_context, record_event
+from core.retry import retry_delay as backoff
 from leads.crm.base import BaseConnector, CrmError, CrmNotFound, Upsert
 from leads.crm.models import CrmConnection, CrmRecord
 from leads.crm.registry import get_connector
+from leads.errors import NotApplicable
 from leads.models import Lead
+from leads.workflows.models import Workflow
+from leads.workflows.steps import run_step
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +58,7 @@ def _release(record: CrmRecord) -> None:
 
 
 def retry_delay(attempts: int) -> timedelta:
-    return min(RETRY_MAX, RETRY_BASE * 2 ** max(attempts - 1, 0))
+    return backoff(attempts, base=RETRY_BASE.total_seconds(), cap=RETRY_MAX.total_seconds())
 
 
 def crm_sync_lead(
@@ -194,8 +198,6 @@ def _record_failure(
 def crm_queue_missing(*, connection: CrmConnection) -> int:
     """Pending records for routed leads whose workflow syncs to this connection but
     that have no record yet (their task never ran: no worker, or it was lost)."""
-    from leads.workflows.models import Workflow
-
     workflows = [
         wf.pk
         for wf in Workflow.objects.all()
@@ -288,10 +290,6 @@ def crm_retry_lead(*, lead: Lead, actor: str) -> list[CrmRecord]:
     must not hold it. Records being synced this moment are left to that sync.
     Raises NotApplicable when the lead has no active connection to sync to.
     """
-    from audit.services import audit_context
-    from leads.services import NotApplicable
-    from leads.workflows.steps import run_step
-
     connections = crm_connections_for(lead=lead)
     if not connections:
         raise NotApplicable(f"{lead.public_id} has no active CRM connection to sync to.")

@@ -29,13 +29,12 @@ options {"path": "/hooks/leads"}.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
+from core import signing
 from leads.crm.base import BaseConnector, Upsert
 
 if TYPE_CHECKING:
@@ -48,7 +47,8 @@ EVENT_NAMESPACE = uuid.UUID("5b6f0c52-55d4-4a43-a6a2-6a8f4f0f7a51")
 
 
 def sign(secret: str, body: bytes) -> str:
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    # The body only: its sent_at is the timestamp (see above), so the header is not signed.
+    return signing.sign(secret, body)
 
 
 class WebhookConnector(BaseConnector):

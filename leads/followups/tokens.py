@@ -33,7 +33,7 @@ def make_token(purpose: str, pk: int) -> str:
 def max_age(purpose: str) -> timedelta | None:
     if purpose == UNSUBSCRIBE:
         return None
-    days = getattr(settings, "FOLLOWUPS_TRACKING_MAX_AGE_DAYS", 180)
+    days = settings.FOLLOWUPS_TRACKING_MAX_AGE_DAYS
     return timedelta(days=days)
 
 

@@ -40,8 +40,6 @@ MAX_DEPTH = 20
 IDEMPOTENCY_KEY_RE = re.compile(r"^[\x20-\x7e]{1,255}$")
 HONEYPOT_FIELD = "website"
 NEXT_FIELD = "next"
-API_RATE = "120/m"
-FORM_RATE = "10/m"
 NON_FIELD = "non_field_errors"
 
 
@@ -294,7 +292,7 @@ def api_leads(request: HttpRequest) -> HttpResponse:
             request,
             group="leads.intake.api",
             key=lambda _group, _request: f"api-key:{api_key.pk}",
-            rate=getattr(settings, "LEADS_API_RATE", API_RATE),
+            rate=settings.LEADS_API_RATE,
         )
         idempotency_key = _idempotency_key(request)
         payload = read_payload(request)
@@ -362,7 +360,7 @@ def public_form(request: HttpRequest, slug: str) -> HttpResponse:
             request,
             group="leads.public_form",
             key="ip",
-            rate=getattr(settings, "LEADS_FORM_RATE", FORM_RATE),
+            rate=settings.LEADS_FORM_RATE,
         )
         source = LeadSource.objects.filter(
             slug=slug, kind=LeadSource.Kind.WEB_FORM, active=True

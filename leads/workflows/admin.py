@@ -12,7 +12,7 @@ class WorkflowForm(forms.ModelForm):
         model = Workflow
         fields = ["name", "enabled", "config"]
 
-    def clean_config(self):  # type: ignore[no-untyped-def]
+    def clean_config(self):
         config = self.cleaned_data["config"]
         try:
             validate_workflow_config(config)
@@ -39,5 +39,5 @@ class WorkflowRunAdmin(admin.ModelAdmin):
     def summary(self, obj: WorkflowRun) -> str:
         return json.dumps(obj.counts, sort_keys=True)
 
-    def has_add_permission(self, request):  # type: ignore[no-untyped-def]
+    def has_add_permission(self, request):
         return False

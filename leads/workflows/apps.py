@@ -6,3 +6,8 @@ class WorkflowsConfig(AppConfig):
     label = "workflows"
     default_auto_field = "django.db.models.BigAutoField"
     verbose_name = "Workflows"
+
+    def ready(self) -> None:
+        from leads.workflows import events
+
+        events.register()

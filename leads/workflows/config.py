@@ -12,7 +12,9 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from jsonschema import Draft202012Validator
 
+from leads.models import LeadSource, Team, TeamMember
 from leads.workflows.models import Workflow
+from leads.workflows.steps import STEP_KINDS
 
 SCHEMA_PATH = Path(settings.BASE_DIR) / "config" / "workflow.schema.json"
 
@@ -52,8 +54,6 @@ def _validate(document: Any, schema: dict[str, Any], prefix: str = "") -> list[s
 
 def _semantic_errors(data: Mapping[str, Any], prefix: str = "") -> list[str]:
     """What the schema cannot say: regexes compile, step kinds exist, names are unique."""
-    from leads.workflows.steps import STEP_KINDS
-
     errors = []
     for wi, wf in enumerate(data.get("workflows", [])):
         base = f"{prefix}/workflows/{wi}"
@@ -117,8 +117,6 @@ def read_config(path: Path) -> Any:
 @transaction.atomic
 def apply_config(data: Mapping[str, Any]) -> dict[str, int]:
     """Upsert teams, workflows and their sources; returns counts of what changed."""
-    from leads.models import LeadSource, Team, TeamMember
-
     validate_config(data)
     User = get_user_model()
     counts = {"teams": 0, "members": 0, "workflows": 0, "sources": 0}

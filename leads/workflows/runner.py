@@ -13,7 +13,6 @@ import logging
 import threading
 from collections import Counter
 from datetime import timedelta
-from typing import Any
 
 from django.db import transaction
 from django.db.models import F, Q
@@ -205,7 +204,3 @@ def run_pass(
             },
         )
     return run
-
-
-def runner_summary(run: WorkflowRun) -> dict[str, Any]:
-    return {"run": run.pk, "status": run.status, **run.counts}

@@ -2,20 +2,19 @@
 
 A workflow's config lists steps by kind; after a lead is routed, the runner
 enqueues one task per step once the lead's transaction commits. Step classes
-are registered by kind as dotted paths and imported lazily, like the CRM
-connectors.
+sit in a registry (core.registry) and are imported lazily, like the CRM
+connectors; each app registers its own in AppConfig.ready().
 """
 
 from collections.abc import Mapping
-from functools import cache, partial
+from functools import partial
 from typing import Any, Protocol
 
 from django.db import transaction
 from django.tasks import task
-from django.utils.module_loading import import_string
 
-# kind -> "dotted.path.Class". Apps add theirs with register_step().
-STEP_KINDS: dict[str, str] = {}
+from audit.services import audit_context
+from core.registry import Registry
 
 
 class Step(Protocol):
@@ -25,24 +24,20 @@ class Step(Protocol):
         """Do the step's work for one lead. Raise to have the task marked failed."""
 
 
-def register_step(kind: str, path: str) -> None:
-    STEP_KINDS[kind] = path
-    step_class.cache_clear()
+# kind -> (label, "dotted.path.Class"). Apps add theirs with register_step().
+STEP_KINDS: Registry[type[Step]] = Registry("step kind")
 
 
-@cache
+def register_step(kind: str, path: str, label: str = "") -> None:
+    STEP_KINDS.register(kind, label, path)
+
+
 def step_class(kind: str) -> type[Step]:
-    try:
-        return import_string(STEP_KINDS[kind])
-    except KeyError:
-        known = ", ".join(sorted(STEP_KINDS)) or "none registered"
-        raise ValueError(f"unknown step kind {kind!r} (known: {known})") from None
+    return STEP_KINDS.load(kind)
 
 
 @task()
 def run_step(kind: str, lead_id: int, config: dict[str, Any], correlation_id: str) -> None:
-    from audit.services import audit_context
-
     with audit_context(correlation_id=correlation_id):
         step_class(kind)().run(lead_id=lead_id, config=config)
 

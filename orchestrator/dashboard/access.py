@@ -50,7 +50,7 @@ def _guard(check: Callable[[Any], bool]) -> Callable[[View], View]:
                 raise PermissionDenied("Your account has no dashboard role for this page.")
             return view(request, *args, **kwargs)
 
-        wrapper.dashboard_guard = check.__name__  # type: ignore[attr-defined]
+        wrapper.dashboard_guard = check.__name__
         return wrapper
 
     return decorator

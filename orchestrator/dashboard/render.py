@@ -1,7 +1,8 @@
-"""What every dashboard view shares: the period, the page-or-fragment render, bad input."""
+"""What every dashboard view shares: the period, the page-or-fragment render, paging,
+bad input."""
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -9,8 +10,11 @@ from urllib.parse import urlencode
 from django.core.cache import cache
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.utils.cache import patch_vary_headers
+from django_htmx.middleware import HtmxDetails
 
-from core.periods import PRESETS, Period, period_from_request
+from core.paging import CursorError, Page
+from core.periods import PRESETS, Period, PeriodError, period_from_request
 
 
 class UserInputError(ValueError):
@@ -18,12 +22,26 @@ class UserInputError(ValueError):
 
 
 def get_period(request: HttpRequest) -> Period:
-    from core.periods import PeriodError
-
     try:
         return period_from_request(request)
     except PeriodError as exc:
         raise UserInputError(str(exc)) from None
+
+
+def wanted_fragment(
+    request: HttpRequest, *, fragments: Sequence[str] = (), default: str | None = None
+) -> str | None:
+    """The partial an htmx request asks for, or None for the whole page.
+
+    The one fragment protocol: every partial is named after the DOM id it
+    replaces, so the id htmx swaps into (HX-Target) names it; an htmx request
+    that names none of `fragments` gets `default`. History restores
+    (HX-History-Restore-Request) and boosted links need the whole page.
+    """
+    htmx: HtmxDetails | None = getattr(request, "htmx", None)
+    if not htmx or htmx.history_restore_request or htmx.boosted:
+        return None
+    return htmx.target if htmx.target in fragments else default
 
 
 def render_page(
@@ -34,16 +52,14 @@ def render_page(
     nav: str,
     period: Period | None = None,
     fragment: str | None = None,
+    fragments: Sequence[str] = (),
     status: int = 200,
 ) -> HttpResponse:
-    """The full page, or only its `{% partialdef fragment %}` for an htmx request.
-
-    History restores (HX-History-Restore-Request) need the whole page, so they
-    get it.
-    """
-    htmx = getattr(request, "htmx", None)
-    if fragment and htmx and not htmx.history_restore_request and not htmx.boosted:
-        template = f"{template}#{fragment}"
+    """The full page, or for an htmx request the partial wanted_fragment() picks among
+    `fragments` (a partial of `template`), `fragment` when it names none of them."""
+    chosen = wanted_fragment(request, fragments=fragments, default=fragment)
+    if chosen:
+        template = f"{template}#{chosen}"
     ctx = {
         "nav": nav,
         "period": period,
@@ -52,9 +68,19 @@ def render_page(
         **context,
     }
     response = render(request, template, ctx, status=status)
-    # The same URL answers with a page or a fragment: caches must keep them apart.
-    response.headers["Vary"] = "HX-Request"
+    # The same URL answers with the page or one of its fragments (by HX-Target):
+    # caches must keep them apart.
+    patch_vary_headers(response, ("HX-Request", "HX-Target"))
     return response
+
+
+def requested_page[T](request: HttpRequest, read: Callable[[str | None], Page[T]]) -> Page[T]:
+    """`read(cursor)` with the request's `cursor` parameter (core.paging); a cursor the
+    list did not write (edited, truncated, from an older format) is a 400 that says so."""
+    try:
+        return read(request.GET.get("cursor") or None)
+    except CursorError as exc:
+        raise UserInputError(str(exc)) from None
 
 
 # The issue allows figures up to a minute old; every cached dashboard figure uses this.
@@ -77,4 +103,4 @@ def cached_figure[T](name: str, *key: object, compute: Callable[[], T]) -> T:
     if value is _MISSING:
         value = compute()
         cache.set(cache_key, value, FIGURE_CACHE_SECONDS)
-    return value  # type: ignore[return-value]
+    return value

@@ -4,7 +4,7 @@ from django.urls import path
 
 from orchestrator.dashboard.views import analytics, errors, events, overview, workflows
 from orchestrator.dashboard.views import leads as lead_views
-from orchestrator.monitoring.reports import views as report_views
+from orchestrator.dashboard.views import reports as report_views
 
 urlpatterns = [
     path("", overview.overview, name="overview"),

@@ -9,24 +9,20 @@ legacy way, by scanning a JSON Lines file.
 Benchmark events are the ones whose workflow starts with "bench-" (and those
 the dashboard views write for the bench's own user); the benchmark refuses a
 database holding anything else unless forced. The dashboard view timings live
-in orchestrator/devtools/bench_views.py.
-
-Models, services and selectors are imported inside the functions that use
-them: spawned writer processes import this module to find their entry point
-before they have run django.setup().
+in orchestrator/devtools/bench_views.py, the synthetic data in
+orchestrator/devtools/synthetic.py, and the entry point of the spawned writer
+processes in orchestrator/devtools/bench_writer.py (which, unlike this module,
+is imported before Django is set up).
 """
 
 import heapq
 import json
-import math
 import multiprocessing
-import os
 import queue
 import random
 import sqlite3
 import tempfile
 import threading
-import traceback
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -42,12 +38,20 @@ from django.db import connection, connections
 from django.utils import timezone
 from tqdm import tqdm
 
+from audit import selectors
+from audit.integrity import seal_pending
 from audit.jsonl import event_to_legacy
+from audit.legacy import LEGACY_EVENT_TYPES
+from audit.mirror import mirror
+from audit.models import AuditEvent, AuditSeal
+from audit.services import build_event, insert_events, record_event
 from audit.signing import format_timestamp
-from audit.types import ERROR, LEGACY_EVENT_TYPES
+from orchestrator.devtools import bench_views
+from orchestrator.devtools.bench_writer import BARRIER_TIMEOUT, WriterSpec, writer_process
+from orchestrator.devtools.sampling import Timing, sample_lead_ids
+from orchestrator.devtools.synthetic import random_write, synthetic_events
 
 BENCH_PREFIX = "bench-"
-SPAN = timedelta(days=90)
 STATS_WINDOW = timedelta(days=30)
 PAGE_SIZE = 50
 WRITE_LEADS = 1000
@@ -56,9 +60,6 @@ WRITE_LEADS = 1000
 FILL_BATCH = 10_000
 EXPORT_CHUNK = 5000
 WARMUP = 3
-# Spawned writers import Django first; on a loaded 2-core machine that takes a
-# while, so the start barrier waits minutes rather than failing spuriously.
-BARRIER_TIMEOUT = 300.0
 
 # Target name -> (percentile judged, limit in seconds).
 TARGETS: dict[str, tuple[str, float]] = {
@@ -90,27 +91,6 @@ class BenchConfig:
     leads: int = 100_000
     view_reps: int = 30
     view_profile: bool = False
-
-
-@dataclass
-class Timing:
-    """Latency samples of one operation, in seconds."""
-
-    samples: list[float]
-
-    def pct(self, p: float) -> float:
-        # Nearest rank: p99 of 2000 samples is the 1980th, an observed value.
-        ordered = sorted(self.samples)
-        return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
-
-    def summary(self) -> dict[str, float | int]:
-        return {
-            "n": len(self.samples),
-            "p50_ms": round(self.pct(50) * 1000, 4),
-            "p95_ms": round(self.pct(95) * 1000, 4),
-            "p99_ms": round(self.pct(99) * 1000, 4),
-            "max_ms": round(max(self.samples) * 1000, 4),
-        }
 
 
 @dataclass
@@ -156,7 +136,6 @@ Log = Callable[[str], None]
 
 def run(config: BenchConfig, *, stream: TextIO) -> BenchResult:
     """Run every phase in order and return the measurements."""
-    from audit.models import AuditEvent
 
     def log(message: str) -> None:
         tqdm.write(message, file=stream)
@@ -224,8 +203,6 @@ def run(config: BenchConfig, *, stream: TextIO) -> BenchResult:
 
     if config.views:
         # Last, so the view phase never changes what the phases above measured.
-        from orchestrator.devtools import bench_views
-
         if config.leads:
             result.lead_fill = bench_views.fill_leads(
                 config.leads, seed=config.seed, stream=stream, log=log
@@ -262,348 +239,18 @@ def describe_database() -> str:
 
 
 def foreign_events_exist() -> bool:
-    from audit.models import AuditEvent
-    from orchestrator.devtools.bench_views import BENCH_USER
-
     # The view phase's own events (an export audits itself) are not foreign.
     return (
         AuditEvent.objects.exclude(workflow__startswith=BENCH_PREFIX)
-        .exclude(actor=f"user:{BENCH_USER}")
+        .exclude(actor=f"user:{bench_views.BENCH_USER}")
         .exists()
     )
-
-
-# --- synthetic events -------------------------------------------------------------------
-
-# name, share of leads, lead source, CRM
-Workflow = tuple[str, int, str, str]
-WORKFLOWS: tuple[Workflow, ...] = (
-    ("bench-inbound-web", 45, "web_form", "hubspot"),
-    ("bench-webinar-followup", 25, "webinar", "hubspot"),
-    ("bench-partner-referrals", 20, "partner_api", "salesforce"),
-    ("bench-enterprise-outbound", 10, "csv_import", "salesforce"),
-)
-_WF_WEIGHTS = [w[1] for w in WORKFLOWS]
-FIRST = ("ana", "ben", "chloe", "dev", "emma", "farid", "grace", "hugo", "ines", "jonas")
-LAST = ("silva", "novak", "okafor", "schmidt", "tanaka", "garcia", "nguyen", "haddad", "rossi")
-DOMAINS = ("acme.io", "globex.com", "initech.net", "umbrella.co", "hooli.com", "stark.dev")
-REGIONS = ("emea", "na", "apac", "latam")
-SUBJECTS = (
-    "Welcome aboard",
-    "Quick question about your pipeline",
-    "How teams like yours cut onboarding time",
-    "Following up",
-    "A case study you might like",
-    "Should I close your file?",
-)
-SDRS = ("user:sdr.maria", "user:sdr.tom", "user:sdr.aiko")
-
-# Shares of event types among single writes: the steady-state mix of the journeys below.
-WRITE_MIX: dict[str, float] = {
-    "lead_ingested": 10,
-    "lead_qualified": 10,
-    "lead_routed": 10,
-    "crm_create": 7,
-    "crm_update": 9,
-    "email_scheduled": 10,
-    "email_sent": 30,
-    "email_cancelled": 1,
-    ERROR: 0.5,
-    "workflow_started": 0.05,
-    "workflow_stopped": 0.05,
-}
-
-# (error_type, message, traceback): what the pipeline's real failures look like.
-ERRORS: dict[str, tuple[str, str, str]] = {
-    "email": (
-        "SMTPServerDisconnected",
-        "Connection unexpectedly closed",
-        """Traceback (most recent call last):
-  File "/srv/orchestrator/leads/email/sending.py", line 88, in send_step
-    connection.send_messages([message])
-  File "/srv/venv/site-packages/django/core/mail/backends/smtp.py", line 137, in send_messages
-    sent = self._send(message)
-  File "/usr/lib/python3.12/smtplib.py", line 887, in sendmail
-    (code, resp) = self.mail(from_addr, esmtp_opts)
-  File "/usr/lib/python3.12/smtplib.py", line 405, in getreply
-    raise SMTPServerDisconnected("Connection unexpectedly closed")
-smtplib.SMTPServerDisconnected: Connection unexpectedly closed
-""",
-    ),
-    "crm": (
-        "TransportError",
-        "CRM API timed out after 10.0 s (will retry)",
-        """Traceback (most recent call last):
-  File "/srv/venv/site-packages/requests/adapters.py", line 713, in send
-    raise ReadTimeout(e, request=request)
-requests.exceptions.ReadTimeout: HTTPSConnectionPool(host='crm.example', port=443): Read timed out.
-
-The above exception was the direct cause of the following exception:
-
-Traceback (most recent call last):
-  File "/srv/orchestrator/leads/crm/base.py", line 61, in create_record
-    response = self.session.post(url, json=payload, timeout=self.timeout)
-  File "/srv/orchestrator/leads/crm/base.py", line 74, in _raise_for
-    raise TransportError(message, permanent=False) from exc
-leads.crm.base.TransportError: CRM API timed out after 10.0 s (will retry)
-""",
-    ),
-    "ingest": (
-        "KeyError",
-        "'email'",
-        """Traceback (most recent call last):
-  File "/srv/orchestrator/leads/services.py", line 42, in lead_ingest
-    email = normalize_email(payload["email"])
-KeyError: 'email'
-""",
-    ),
-}
-
-
-def _hex(rng: random.Random) -> str:
-    return f"{rng.getrandbits(128):032x}"
-
-
-def _lead_id(lead_no: int) -> str:
-    return f"LEAD-{lead_no:06d}"
-
-
-def _email(lead_no: int) -> str:
-    first = FIRST[lead_no % len(FIRST)]
-    last = LAST[(lead_no // len(FIRST)) % len(LAST)]
-    return f"{first}.{last}{lead_no}@{DOMAINS[(lead_no // 7) % len(DOMAINS)]}"
-
-
-def _crm_id(lead_no: int, crm: str) -> str:
-    return f"{'00Q' if crm == 'salesforce' else 'hs-'}{lead_no:012d}"
-
-
-def _event(
-    event_type: str,
-    *,
-    rng: random.Random,
-    lead_no: int | None,
-    workflow: Workflow,
-    timestamp: datetime | None,
-    correlation_id: str,
-    actor: str = "system",
-    step: int = 1,
-    steps: int = 3,
-    qualified: bool = True,
-) -> dict[str, Any]:
-    """build_event/record_event keyword arguments, with the legacy details of each type."""
-    wf_name, _share, source, crm = workflow
-    details: dict[str, Any]
-    n = lead_no or 0
-    if event_type == "lead_ingested":
-        details = {
-            "source": source,
-            "fields": ["email", "name", "company", "phone", "country"][: 3 + n % 3],
-            "email": _email(n),
-        }
-    elif event_type == "lead_qualified":
-        score = rng.randint(60, 98) if qualified else rng.randint(5, 59)
-        reason = f"score {score} >= 60" if qualified else f"score {score} < 60"
-        details = {"qualified": qualified, "reason": reason}
-    elif event_type == "lead_routed":
-        region = REGIONS[n % len(REGIONS)]
-        details = (
-            {"destination": f"sales:{region}", "condition": f"qualified and region == {region}"}
-            if qualified
-            else {"destination": "nurture", "condition": "not qualified"}
-        )
-    elif event_type == "crm_create":
-        details = {"crm_record_id": _crm_id(n, crm), "crm_type": crm}
-    elif event_type == "crm_update":
-        fields = rng.sample(["status", "last_contacted", "owner", "score", "stage"], 2)
-        details = {"crm_record_id": _crm_id(n, crm), "fields_updated": fields}
-    elif event_type == "email_scheduled":
-        details = {"recipient": _email(n), "sequence_length": steps}
-    elif event_type == "email_sent":
-        subject = SUBJECTS[min(step, len(SUBJECTS)) - 1]
-        details = {"recipient": _email(n), "subject": subject, "sequence_step": step}
-    elif event_type == "email_cancelled":
-        details = {"recipient": _email(n), "reason": rng.choice(["replied", "unsubscribed"])}
-    elif event_type == "workflow_stopped":
-        details = {"reason": "deploy"}
-    else:
-        details = {}
-    return {
-        "event_type": event_type,
-        "actor": actor,
-        "lead_id": _lead_id(lead_no) if lead_no else None,
-        "workflow": wf_name,
-        "correlation_id": correlation_id,
-        "details": details,
-        "timestamp": timestamp,
-    }
-
-
-def _error(
-    kind: str,
-    *,
-    lead_no: int,
-    workflow: Workflow,
-    timestamp: datetime | None,
-    correlation_id: str,
-) -> dict[str, Any]:
-    error_type, message, trace = ERRORS[kind]
-    return {
-        "event_type": ERROR,
-        "lead_id": _lead_id(lead_no),
-        "workflow": workflow[0],
-        "correlation_id": correlation_id,
-        # The legacy log_error put type and message into details too.
-        "details": {"error_type": error_type, "error_message": message, "step": kind},
-        "error_type": error_type,
-        "error_message": message,
-        "traceback": trace,
-        "timestamp": timestamp,
-    }
-
-
-def _journey(rng: random.Random, lead_no: int, start: datetime) -> Iterator[dict[str, Any]]:
-    """One lead through the pipeline: ingest, qualify, route, CRM, an email sequence.
-
-    Timestamps increase; the sequence spreads over days, so leads overlap in time.
-    """
-    wf = rng.choices(WORKFLOWS, weights=_WF_WEIGHTS)[0]
-    event = partial(_event, rng=rng, lead_no=lead_no, workflow=wf)
-    error = partial(_error, lead_no=lead_no, workflow=wf)
-    t = start
-
-    def at(delta_seconds: float) -> datetime:
-        nonlocal t
-        t += timedelta(seconds=delta_seconds)
-        return t
-
-    if rng.random() < 0.002:  # a deploy restarts the workflow now and then
-        restart = partial(_event, rng=rng, lead_no=None, workflow=wf, correlation_id=_hex(rng))
-        yield restart("workflow_stopped", timestamp=at(1))
-        yield restart("workflow_started", timestamp=at(12))
-    run = _hex(rng)
-    if rng.random() < 0.003:
-        yield error("ingest", timestamp=at(0.1), correlation_id=run)
-        return
-    yield event("lead_ingested", timestamp=at(0.1), correlation_id=run)
-    qualified = rng.random() < 0.7
-    actor = rng.choice(SDRS) if rng.random() < 0.1 else "system"
-    yield event(
-        "lead_qualified",
-        timestamp=at(rng.uniform(0.2, 20)),
-        correlation_id=run,
-        qualified=qualified,
-        actor=actor,
-    )
-    yield event(
-        "lead_routed", timestamp=at(rng.uniform(0.05, 2)), correlation_id=run, qualified=qualified
-    )
-    if qualified:
-        if rng.random() < 0.015:
-            yield error("crm", timestamp=at(rng.uniform(10, 11)), correlation_id=run)
-        yield event("crm_create", timestamp=at(rng.uniform(0.2, 5)), correlation_id=run)
-    steps = rng.randint(2, 6) if qualified else rng.randint(1, 4)
-    yield event(
-        "email_scheduled", timestamp=at(rng.uniform(0.05, 1)), correlation_id=run, steps=steps
-    )
-    for step in range(1, steps + 1):
-        # Each send is its own scheduled task run, with its own correlation id.
-        send = _hex(rng)
-        wait = rng.uniform(300, 3600) if step == 1 else rng.uniform(86_400, 3 * 86_400)
-        if rng.random() < 0.01:
-            yield error("email", timestamp=at(wait), correlation_id=send)
-            wait = 900  # the retry
-        yield event("email_sent", timestamp=at(wait), correlation_id=send, step=step, steps=steps)
-        if qualified and rng.random() < 0.4:
-            yield event(
-                "crm_update",
-                timestamp=at(rng.uniform(60, 6 * 3600)),
-                correlation_id=send,
-                actor="api:crm-sync",
-            )
-        if rng.random() < 0.06:
-            yield event(
-                "email_cancelled",
-                timestamp=at(rng.uniform(3600, 48 * 3600)),
-                correlation_id=_hex(rng),
-            )
-            return
-
-
-def _mean_journey_length(seed: int, now: datetime) -> float:
-    # Measured rather than derived, so changing the journey keeps ~N/10 leads
-    # spread over the whole span; journeys cut off at `now` count as cut.
-    rng = random.Random(seed ^ 0x5EED)
-    total = 0
-    samples = 2000
-    for i in range(samples):
-        start = now - SPAN * rng.random()
-        total += sum(1 for e in _journey(rng, i + 1, start) if e["timestamp"] <= now)
-    return total / samples
-
-
-def synthetic_events(
-    count: int, *, seed: int, now: datetime, first_lead: int = 1
-) -> Iterator[dict[str, Any]]:
-    """Exactly `count` events of whole journeys, ids roughly in time order, none after `now`.
-
-    Lead i starts at the i-th slot of the 90 days, so events arrive in lead
-    order, as a pipeline writes them; a journey still running at `now` is cut.
-    """
-    rng = random.Random(seed)
-    leads = max(1, round(count / _mean_journey_length(seed, now)))
-    origin = now - SPAN
-    emitted = 0
-    i = 0
-    while True:
-        u = rng.random()
-        # Past the planned leads (the sample mean was a little high), start anywhere.
-        start = origin + SPAN * ((i + u) / leads if i < leads else u)
-        for kwargs in _journey(rng, first_lead + i, start):
-            if kwargs["timestamp"] > now:
-                break
-            yield kwargs
-            emitted += 1
-            if emitted == count:
-                return
-        i += 1
-
-
-def random_write(rng: random.Random, *, lead_id: str, correlation_id: str) -> dict[str, Any]:
-    """One record_event call of the steady-state mix, timestamped by record_event itself."""
-    event_type = rng.choices(list(WRITE_MIX), weights=list(WRITE_MIX.values()))[0]
-    lead_no = int(lead_id.rsplit("-", 1)[-1])
-    wf = rng.choices(WORKFLOWS, weights=_WF_WEIGHTS)[0]
-    if event_type == ERROR:
-        kwargs = _error(
-            rng.choice(list(ERRORS)),
-            lead_no=lead_no,
-            workflow=wf,
-            timestamp=None,
-            correlation_id=correlation_id,
-        )
-    else:
-        no_lead = event_type.startswith("workflow_")
-        kwargs = _event(
-            event_type,
-            rng=rng,
-            lead_no=None if no_lead else lead_no,
-            workflow=wf,
-            timestamp=None,
-            correlation_id=correlation_id,
-            step=rng.randint(1, 4),
-            qualified=rng.random() < 0.7,
-        )
-    return kwargs
 
 
 # --- 1. fill ----------------------------------------------------------------------------
 
 
 def fill(config: BenchConfig, *, stream: TextIO, log: Log) -> dict[str, Any]:
-    from audit.models import AuditEvent
-    from audit.services import build_event, insert_events
-
     existing = AuditEvent.objects.count()
     todo = max(0, config.events - existing) if config.reuse else config.events
     info: dict[str, Any] = {"existing": existing, "inserted": todo}
@@ -636,9 +283,6 @@ def fill(config: BenchConfig, *, stream: TextIO, log: Log) -> dict[str, Any]:
 
 def seal_everything(*, stream: TextIO) -> int:
     """seal_all(), with a progress bar: seal blocks and fill the hourly rollups."""
-    from audit.integrity import seal_pending
-    from audit.models import AuditEvent, AuditSeal
-
     last = AuditSeal.objects.order_by("-number").values_list("high_water", flat=True).first()
     pending = AuditEvent.objects.filter(id__gt=last or 0).count()
     sealed = 0
@@ -649,39 +293,12 @@ def seal_everything(*, stream: TextIO) -> int:
     return sealed
 
 
-def sample_lead_ids(k: int, *, rng: random.Random) -> list[str]:
-    """k lead ids (distinct while the database has enough), found through random event ids."""
-    from audit.models import AuditEvent
-
-    bounds = AuditEvent.objects.order_by("id").values_list("id", flat=True)
-    low, high = bounds.first(), bounds.last()
-    if low is None or high is None:
-        return []
-    found: dict[str, None] = {}
-    for _attempt in range(20):
-        ids = [rng.randint(low, high) for _ in range(2 * k)]
-        for lead in (
-            AuditEvent.objects.filter(id__in=ids)
-            .exclude(lead_public_id="")
-            .values_list("lead_public_id", flat=True)
-        ):
-            found.setdefault(lead)
-        if len(found) >= k:
-            break
-    leads = list(found)[:k]
-    return [leads[i % len(leads)] for i in range(k)] if leads else []
-
-
 # --- 2. durable write latency -------------------------------------------------------------
 
 
 def measure_write_latency(
     count: int, *, leads: list[str], rng: random.Random, correlation_id: str
 ) -> dict[str, Any]:
-    from audit.mirror import mirror
-    from audit.models import AuditEvent
-    from audit.services import record_event
-
     calls = [
         random_write(rng, lead_id=rng.choice(leads), correlation_id=correlation_id)
         for _ in range(count)
@@ -708,61 +325,9 @@ def measure_write_latency(
 # --- 3. concurrent writers ----------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class WriterSpec:
-    index: int
-    count: int
-    leads: list[str]
-    seed: int
-    correlation_id: str
-    settings_module: str
-    # The parent's effective database and mirror: under tests (or any override)
-    # they differ from what the environment would give a fresh process.
-    db_name: str
-    jsonl_path: str
-
-
-def _writer_process(spec: WriterSpec, barrier: Any, results: Any) -> None:
-    """Entry point of a spawned writer: set Django up, wait for the start, write."""
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", spec.settings_module)
-    try:
-        import django
-
-        django.setup()
-        from audit.mirror import mirror
-        from audit.services import record_event
-
-        # Nothing is inherited under spawn, but close anyway before switching
-        # the database name: a connection opened by setup would keep the old one.
-        connections.close_all()
-        settings.DATABASES["default"]["NAME"] = spec.db_name
-        connection.settings_dict["NAME"] = spec.db_name
-        settings.AUDIT_JSONL_PATH = spec.jsonl_path
-        rng = random.Random(spec.seed)
-        calls = [
-            random_write(rng, lead_id=rng.choice(spec.leads), correlation_id=spec.correlation_id)
-            for _ in range(spec.count)
-        ]
-        connection.ensure_connection()
-        barrier.wait(BARRIER_TIMEOUT)
-        started = perf_counter()
-        for kwargs in calls:
-            record_event(**kwargs)
-        mirror.flush()  # the mirror's lines count toward the throughput
-        results.put((spec.index, "ok", perf_counter() - started))
-    except BaseException:
-        barrier.abort()
-        results.put((spec.index, "error", traceback.format_exc()))
-        raise
-    finally:
-        connections.close_all()
-
-
 def measure_concurrent_writes(
     *, writers: int, per_writer: int, leads: list[str], seed: int, run_id: str
 ) -> dict[str, Any]:
-    from audit.models import AuditEvent
-
     ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(writers + 1)
     results = ctx.Queue()
@@ -782,7 +347,7 @@ def measure_concurrent_writes(
     # A connection must not cross into a child process; spawn does not copy it,
     # but the children's writes must also not queue behind a transaction of ours.
     connections.close_all()
-    procs = [ctx.Process(target=_writer_process, args=(s, barrier, results)) for s in specs]
+    procs = [ctx.Process(target=writer_process, args=(s, barrier, results)) for s in specs]
     for proc in procs:
         proc.start()
     per_process: dict[int, float] = {}
@@ -854,23 +419,17 @@ def _timed(fn: Callable[[Any], object], args: Iterable[Any]) -> Timing:
 
 
 def read_lead_history(lead_id: str) -> list[dict[str, Any]]:
-    from audit import selectors
-
     return [event_to_legacy(e) for e in selectors.lead_history(lead_id=lead_id)]
 
 
 def read_page(
     event_type: str, *, now: datetime, before: tuple[datetime, int] | None = None
 ) -> list:
-    from audit import selectors
-
     qs = selectors.event_list(event_type=event_type, since=now - STATS_WINDOW, before=before)
     return list(qs[:PAGE_SIZE])
 
 
 def read_statistics(now: datetime) -> dict[str, Any]:
-    from audit import selectors
-
     return selectors.statistics(since=now - STATS_WINDOW, until=now).as_dict()
 
 
@@ -902,8 +461,6 @@ def measure_reads(
 
 def export_jsonl(path: Path, *, stream: TextIO) -> dict[str, Any]:
     """Every event as a legacy JSON line, in id order, streamed in chunks."""
-    from audit.models import AuditEvent
-
     total = AuditEvent.objects.count()
     started = perf_counter()
     written = 0
@@ -1007,8 +564,6 @@ def measure_legacy(
         "page_matches": ours_page == [e["event_id"] for e in legacy_page(path, etype, now=now)],
         "statistics_match": all(ours_stats[k] == theirs_stats[k] for k in keys),
     }
-    from audit import selectors
-
     with_leads = selectors.statistics(since=now - STATS_WINDOW, until=now, with_leads=True)
     out["leads_processed"] = {
         "database": with_leads.leads_processed,
@@ -1034,7 +589,7 @@ def _target(name: str) -> str:
 def format_table(result: BenchResult) -> str:
     status = result.target_status()
     fill, conc, reads, legacy = result.fill, result.concurrent, result.reads, result.legacy
-    mirror = f"on ({result.mirror})" if result.mirror else "off"
+    mirror_state = f"on ({result.mirror})" if result.mirror else "off"
 
     def mark(name: str) -> str:
         return "" if name not in status else ("PASS" if status[name] else "FAIL")
@@ -1121,7 +676,7 @@ def format_table(result: BenchResult) -> str:
     lines = [
         f"database: {result.database}",
         f"events requested (N): {result.events_requested}; "
-        f"events in database: {result.events_in_database}; JSON Lines mirror: {mirror}",
+        f"events in database: {result.events_in_database}; JSON Lines mirror: {mirror_state}",
     ]
     if legacy:
         lines.append(f"legacy export: {legacy['exported']} lines, {legacy['file_mb']} MB")
@@ -1131,8 +686,6 @@ def format_table(result: BenchResult) -> str:
             " | ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
         )
     if result.views:
-        from orchestrator.devtools.bench_views import format_view_table
-
         leads = result.lead_fill
         about = (
             f"{leads['requested']} bench leads ({leads['inserted']} added now)"
@@ -1140,5 +693,5 @@ def format_table(result: BenchResult) -> str:
             else "lead fill skipped (--leads 0)"
         )
         lines += ["", f"dashboard views: server time through the test client; {about}"]
-        lines.append(format_view_table(result.views))
+        lines.append(bench_views.format_view_table(result.views))
     return "\n".join(lines)

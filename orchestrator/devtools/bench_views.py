@@ -2,13 +2,11 @@
 
 The issue's target: with 1M events and 100k leads, every dashboard page and
 htmx fragment renders in <= 150 ms server time at p95. `fill_leads` gives the
-synthetic events (orchestrator/devtools/bench.py) their leads, with the CRM records, email
+synthetic events (orchestrator/devtools/synthetic.py) their leads, with the CRM records, email
 sequences and workflow runs the pages show; `measure_views` walks the
 dashboard URL conf, so a page added later is measured without touching this
 module, and times each page and each fragment its HTML asks for through
 Django's test Client (request in, response out, in-process: no network).
-
-Like bench.py, models are imported inside functions.
 """
 
 import cProfile
@@ -25,13 +23,27 @@ from time import perf_counter, thread_time
 from typing import Any, TextIO
 from urllib.parse import urlencode, urljoin, urlsplit
 
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.cache import cache
+from django.core.management import call_command
 from django.db import connection, transaction
-from django.test.utils import CaptureQueriesContext
+from django.db.models import Count
+from django.test import Client
+from django.test.utils import CaptureQueriesContext, override_settings
 from django.urls import Resolver404, URLPattern, resolve, reverse
 from django.utils import timezone
 from tqdm import tqdm
 
+from audit.models import AuditEvent
 from audit.types import ERROR
+from leads.crm.models import CrmCall, CrmConnection, CrmRecord
+from leads.followups.models import Enrollment, OutboundEmail, Sequence, SequenceStep
+from leads.models import Lead, LeadSource, Team, TeamMember
+from leads.workflows.models import Workflow, WorkflowRun
+from orchestrator.dashboard import urls as dashboard_urls
+from orchestrator.devtools.sampling import Timing, sample_lead_ids
+from orchestrator.devtools.synthetic import WORKFLOWS, email_for, lead_id_for, name_for
 
 VIEW_TARGET = 0.150  # seconds, judged at p95
 VIEW_WARMUP = 2
@@ -44,7 +56,7 @@ BENCH_USER = "bench-admin"
 SDR_USERS = ("sdr.maria", "sdr.tom", "sdr.aiko", "sdr.lena", "sdr.omar", "sdr.ravi")
 TEAMS = ("emea", "na", "apac", "latam")
 SEQUENCE_STEPS = 6
-# Workflow name (bench.WORKFLOWS) -> lead source kind; the benchmark's
+# Lead source of a synthetic.WORKFLOWS entry -> lead source kind; the benchmark's
 # "webinar" and "partner API" sources post through the web form API.
 SOURCE_KINDS = {"web_form": "web_form", "webinar": "web_form", "partner_api": "web_form"}
 
@@ -68,14 +80,6 @@ class _Fixtures:
 
 
 def _fixtures() -> _Fixtures:
-    from django.contrib.auth import get_user_model
-
-    from leads.crm.models import CrmConnection
-    from leads.followups.models import Sequence, SequenceStep
-    from leads.models import LeadSource, Team, TeamMember
-    from leads.workflows.models import Workflow
-    from orchestrator.devtools.bench import WORKFLOWS
-
     user_model = get_user_model()
     users = [user_model.objects.get_or_create(username=name)[0] for name in SDR_USERS]
     teams, members = {}, {}
@@ -140,15 +144,10 @@ def _lead_rows(
     now: datetime,
 ) -> _Rows:
     """Leads, CRM rows and email rows consistent with each lead's synthetic events."""
-    from leads.crm.models import CrmCall, CrmRecord
-    from leads.followups.models import Enrollment, OutboundEmail
-    from leads.models import Lead
-    from orchestrator.devtools.bench import FIRST, LAST, WORKFLOWS, _email, _lead_id
-
     out = _Rows()
     origin = now - timedelta(days=90)
     for n in numbers:
-        public_id = _lead_id(n)
+        public_id = lead_id_for(n)
         evs = events.get(public_id, [])
         by_type: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for e in evs:
@@ -157,9 +156,9 @@ def _lead_rows(
         created = evs[0]["timestamp"] if evs else origin + (now - origin) * rng.random()
         lead = Lead(
             public_id=public_id,
-            email=_email(n),
-            name=f"{FIRST[n % len(FIRST)].title()} {LAST[(n // len(FIRST)) % len(LAST)].title()}",
-            company=_email(n).split("@")[1].split(".")[0].title(),
+            email=email_for(n),
+            name=name_for(n),
+            company=email_for(n).split("@")[1].split(".")[0].title(),
             country=rng.choice(["DE", "US", "JP", "BR", "FR", "GB", "IN"]),
             source=fx.sources[wf_name],
             workflow=fx.workflows[wf_name],
@@ -212,7 +211,7 @@ def _lead_rows(
                         by_type["email_cancelled"],
                         fx.sequences[wf_name],
                         fx.steps[wf_name],
-                        email=_email(n),
+                        email=email_for(n),
                         rng=rng,
                         now=now,
                         models=(Enrollment, OutboundEmail),
@@ -369,8 +368,6 @@ def _email_rows(
 
 def _events_of(public_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
     """The events of these leads that decide their rows, oldest first per lead."""
-    from audit.models import AuditEvent
-
     wanted = {
         "lead_ingested",
         "lead_qualified",
@@ -412,11 +409,6 @@ def fill_leads(count: int, *, seed: int, stream: TextIO, log: Log) -> dict[str, 
     the missing ones; a lead's status, owner, CRM record and emails follow the
     synthetic events that carry its id, so its page and its timeline agree.
     """
-    from leads.crm.models import CrmCall, CrmRecord
-    from leads.followups.models import Enrollment, OutboundEmail
-    from leads.models import Lead
-    from orchestrator.devtools.bench import _lead_id
-
     fx = _fixtures()
     existing = Lead.objects.filter(source__in=fx.sources.values()).count()
     info: dict[str, Any] = {"requested": count, "existing": existing, "inserted": 0}
@@ -427,16 +419,16 @@ def fill_leads(count: int, *, seed: int, stream: TextIO, log: Log) -> dict[str, 
         with tqdm(total=count, unit="lead", desc="leads", file=stream, disable=None) as bar:
             for low in range(1, count + 1, LEAD_BATCH):
                 numbers = list(range(low, min(low + LEAD_BATCH, count + 1)))
-                ids = [_lead_id(n) for n in numbers]
+                ids = [lead_id_for(n) for n in numbers]
                 have = set(
                     Lead.objects.filter(public_id__in=ids).values_list("public_id", flat=True)
                 )
-                missing = [n for n in numbers if _lead_id(n) not in have]
+                missing = [n for n in numbers if lead_id_for(n) not in have]
                 if missing:
                     # One generator per batch start: a top-up draws what a full fill would.
                     rng = random.Random(seed * 1_000_003 + low)
                     rows = _lead_rows(
-                        missing, _events_of([_lead_id(n) for n in missing]), fx, rng=rng, now=now
+                        missing, _events_of([lead_id_for(n) for n in missing]), fx, rng=rng, now=now
                     )
                     info["inserted"] += _insert(
                         rows, models=(CrmRecord, CrmCall, Enrollment, OutboundEmail, Lead)
@@ -470,8 +462,6 @@ def _insert(rows: _Rows, *, models: tuple[Any, ...]) -> int:
 
 def fill_workflow_runs(fx: _Fixtures, *, seed: int) -> int:
     """A run every 15 minutes per bench workflow over the 90 days, unless already there."""
-    from leads.workflows.models import WorkflowRun
-
     if WorkflowRun.objects.filter(workflow__in=fx.workflows.values()).exists():
         return 0
     rng = random.Random(seed ^ 0x7E57)
@@ -564,8 +554,6 @@ class ViewRow:
     error: str = ""  # the exception the view raised: the page is broken, not slow
 
     def as_dict(self) -> dict[str, Any]:
-        from orchestrator.devtools.bench import Timing
-
         data: dict[str, Any] = {
             "view": self.label,
             "url_name": self.name,
@@ -614,7 +602,6 @@ class _Links(HTMLParser):
 
 def dashboard_routes() -> list[URLPattern]:
     """Every named route of the dashboard URL conf, in its order (includes flattened)."""
-    from orchestrator.dashboard import urls as dashboard_urls
 
     def walk(patterns: Iterable[Any]) -> Iterable[URLPattern]:
         for p in patterns:
@@ -634,12 +621,6 @@ def is_action(route: URLPattern) -> bool:
 
 def view_samples(*, seed: int) -> dict[str, str]:
     """Realistic URL arguments: a lead with a long history, the biggest error group, ..."""
-    from django.db.models import Count
-
-    from audit.models import AuditEvent
-    from leads.models import Lead
-    from orchestrator.devtools.bench import sample_lead_ids
-
     rng = random.Random(seed)
     samples = {"type": "email_sent"}
     candidates = set(sample_lead_ids(200, rng=rng))
@@ -797,13 +778,6 @@ def measure_views(
     *, repetitions: int, seed: int, stream: TextIO, log: Log, profile: bool = False
 ) -> list[dict[str, Any]]:
     """Time every dashboard page and fragment; one row per request shape."""
-    from django.conf import settings
-    from django.contrib.auth import get_user_model
-    from django.core.cache import cache
-    from django.core.management import call_command
-    from django.test import Client
-    from django.test.utils import override_settings
-
     # The dashboard caches on the database cache; its table is made by
     # createcachetable, which a bench database may never have had run.
     call_command("createcachetable", verbosity=0)

@@ -58,6 +58,7 @@ from leads.crm.steps import CrmSyncFailed
 from leads.followups import services as followups
 from leads.followups import tokens
 from leads.followups.models import Enrollment, OutboundEmail, Sequence, SequenceStep
+from leads.intake.csv_import import import_csv
 from leads.intake.inbox import HandlerContext, InboxConfig, dispatch, parse_message
 from leads.models import InboxMessage, Lead, LeadSource
 from leads.services import LeadValidationError, ingest_lead
@@ -776,9 +777,7 @@ def _after(start: datetime, minutes: int, *, end: datetime) -> datetime:
 
 def load_demo(*, days: int = 21, per_day: int = 24, seed: int = 7) -> int:
     """Run `days` of simulated traffic through the pipeline; returns the number of leads."""
-    import time_machine  # a dev dependency: the demo is for developer machines
-
-    from leads.intake.csv_import import import_csv
+    import time_machine  # a dev extra: imported at the top, it would break load_demo's import
 
     rng = random.Random(seed)
     User = get_user_model()

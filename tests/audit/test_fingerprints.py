@@ -1,8 +1,17 @@
 """Error fingerprints: which error events are the same error."""
 
+from pathlib import Path
+
 import pytest
 
-from audit.fingerprints import fingerprint, normalize_message, top_frame
+from audit.fingerprints import (
+    CODE_MOVES,
+    CURRENT,
+    STRATEGIES,
+    fingerprint,
+    normalize_message,
+    top_frame,
+)
 from audit.services import record_event
 
 
@@ -108,3 +117,83 @@ def test_an_event_carrying_an_error_is_fingerprinted_whatever_its_type():
     )
     bounced.refresh_from_db()
     assert bounced.fingerprint == fp(error_type="SMTPRecipientsRefused", message="550")
+
+
+# --- versioned strategies: groups survive moving code between apps ------------------------
+
+# (type, message, file before the move, file after it, function, the fingerprint
+# that e896309's audit/fingerprints.py gave the "before" traceback). The hex
+# values are pinned: they are what error groups and their URLs are called in
+# databases made before the move.
+MOVED_ERRORS = [
+    ("TransportError", "HubSpot answered 503", "leads/crm/base.py", "leads/crm/base.py",
+     "request", "6e27952acb501717"),
+    ("CommandError", "no workflow sales", "orchestrator/runner.py", "leads/workflows/runner.py",
+     "run_pass", "1804c4a1069ee122"),
+    ("ValueError", "unknown step kind 'fax'", "orchestrator/steps.py",
+     "leads/workflows/steps.py", "step_class", "ccab0c6494e6b037"),
+    ("SMTPServerDisconnected", "Connection unexpectedly closed", "leads/email/services.py",
+     "leads/followups/services/sending.py", "send_due", "e02b6d4a2806856b"),
+    ("IMAP4.error", "LOGIN failed", "leads/inbox.py", "leads/intake/inbox/poll.py",
+     "poll_source", "09fbc64fce092702"),
+    ("CsvError", "row 7: bad email", "leads/csv_import.py", "leads/intake/csv_import.py",
+     "import_csv", "f432ab9bf6813aa0"),
+    ("DeliveryError", "webhook answered 500", "audit/alerts/services.py",
+     "orchestrator/monitoring/alerts/services.py", "deliver_due", "7d77c8e8f96b9e95"),
+    ("SMTPException", "report not sent", "audit/reports/services.py",
+     "orchestrator/monitoring/reports/services.py", "report_send", "632975dd57f68508"),
+    ("IntegrityError", "duplicate key", "orchestrator/locks.py", "core/locks.py", "acquire",
+     "9f3fbb07c0dd9526"),
+    ("PeriodError", "until must be after since", "orchestrator/periods.py", "core/periods.py",
+     "period_from_query", "4c6021b0105ce73c"),
+]  # fmt: skip
+
+
+def one_frame(path: str, func: str, error_type: str, message: str) -> str:
+    return (
+        "Traceback (most recent call last):\n"
+        f'  File "/srv/app/{path}", line 10, in {func}\n'
+        "    x()\n"
+        f"{error_type}: {message}\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("error_type", "message", "before", "after", "func", "pinned"), MOVED_ERRORS
+)
+def test_an_error_in_moved_code_keeps_its_group(error_type, message, before, after, func, pinned):
+    old = one_frame(before, func, error_type, message)
+    new = one_frame(after, func, error_type, message)
+    assert (
+        fingerprint(error_type=error_type, error_message=message, traceback=old, strategy="2026-11")
+        == pinned
+    )
+    # The current strategy gives the moved code's error the group it had.
+    assert fingerprint(error_type=error_type, error_message=message, traceback=new) == pinned
+    # Its display frame names where the code is now.
+    assert top_frame(new) == f"{after}:{func}"
+
+
+def test_errors_without_a_traceback_keep_their_group_across_strategies():
+    message = "timeout after 30s for LEAD-000123"
+    assert fp(error_type="CrmError", message=message) == "3f52dbb60ed39238"
+    for strategy in STRATEGIES:
+        assert (
+            fingerprint(
+                error_type="CrmError", error_message=message, traceback="", strategy=strategy
+            )
+            == "3f52dbb60ed39238"
+        )
+
+
+def test_every_moved_path_exists_where_the_table_says_code_lives_now():
+    root = Path(__file__).resolve().parents[2]
+    for now in CODE_MOVES:
+        assert (root / now).exists(), now
+    assert CURRENT in STRATEGIES
+
+
+def test_a_new_place_for_code_that_did_not_move_is_its_own_group():
+    a = one_frame("leads/crm/hubspot.py", "push", "TransportError", "x")
+    b = one_frame("leads/crm/pipedrive.py", "push", "TransportError", "x")
+    assert fp(traceback=a) != fp(traceback=b)

@@ -170,3 +170,26 @@ def test_csv_export_holds_exactly_the_filtered_rows(logged_in_page, live_server,
     assert error["event_type"] == "error"
     assert error["lead_id"] == seeded["ann"].public_id
     assert "ConnectionError: CRM timed out after 30 s" in error["traceback"]
+
+
+def test_older_on_a_filtered_page_swaps_the_next_rows_in_and_keeps_the_filters(
+    logged_in_page, live_server, seeded, monkeypatch
+):
+    """The pager's links carry no htmx attributes of their own: they inherit the table
+    section's (htmx 2), so a click swaps the table in place and pushes its URL."""
+    monkeypatch.setattr("orchestrator.dashboard.views.events.PAGE_SIZE", 2)
+    page = logged_in_page
+    expected = db_ids(workflow="sales")
+    assert len(expected) > 2
+    page.goto(f"{live_server.url}/events/?range=7d&workflow=sales")
+    assert shown_ids(page) == expected[:2]
+    # A marker on the document: a full navigation would lose it, a swap keeps it.
+    page.evaluate("window.notReloaded = true")
+    page.locator("#next-page").click()
+    expect(page).to_have_url(re.compile(r"cursor="))
+    expect(page.locator("#first-page")).to_be_visible()
+    assert shown_ids(page) == expected[2:4]
+    assert page.evaluate("window.notReloaded") is True
+    params = query(page)
+    assert params["workflow"] == ["sales"] and params["range"] == ["7d"]
+    expect(page.locator("form#event-filters input[name=workflow]")).to_have_value("sales")

@@ -28,14 +28,6 @@ def test_expired_lease_of_a_crashed_run_is_taken_over():
         assert locks.acquire("job", ttl=timedelta(minutes=5)) is None
 
 
-@pytest.mark.django_db
-def test_command_lock_context_manager():
-    with locks.command_lock("job"), pytest.raises(locks.LockHeld), locks.command_lock("job"):
-        pass
-    with locks.command_lock("job") as holder:
-        assert holder
-
-
 def test_a_scheduled_command_gives_the_signal_handlers_back(db):
     import io
     import signal

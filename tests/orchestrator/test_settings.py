@@ -58,3 +58,26 @@ def test_bad_boolean_in_the_environment_is_a_clear_error():
     result = check_deploy({**PRODUCTION, "HTTPS": "maybe"})
     assert result.returncode != 0
     assert "HTTPS='maybe' is not a boolean" in result.stderr
+
+
+def test_the_built_package_leaves_the_development_tools_out():
+    import tomllib
+    from fnmatch import fnmatchcase
+
+    found = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    config = found["packages"]["find"]
+    # What setuptools' find_packages does: dotted names of folders with an
+    # __init__.py, kept by the include patterns, dropped by the exclude ones.
+    names = {
+        ".".join(init.parent.relative_to(ROOT).parts)
+        for init in ROOT.glob("**/__init__.py")
+        if ".venv" not in init.parts
+    }
+    packages = {
+        name
+        for name in names
+        if any(fnmatchcase(name, pattern) for pattern in config["include"])
+        and not any(fnmatchcase(name, pattern) for pattern in config["exclude"])
+    }
+    assert {"core", "audit", "leads.workflows", "orchestrator.dashboard"} <= packages
+    assert not {p for p in packages if p.startswith(("orchestrator.devtools", "tests"))}

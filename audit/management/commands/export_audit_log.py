@@ -1,7 +1,7 @@
 import gzip
 import sys
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
@@ -43,7 +43,8 @@ class Command(BaseCommand):
         }
         output: Path | None = options["output"]
         if output is None:
-            out = self.stdout._out if hasattr(self.stdout, "_out") else sys.stdout
+            # The stream under Django's OutputWrapper: export lines end themselves.
+            out: IO[str] = getattr(self.stdout, "_out", sys.stdout)
             count = write_export(out, fmt=options["format"], **filters)
         else:
             tmp = output.with_name(output.name + ".partial")

@@ -11,8 +11,15 @@ MODELS = ("workflow", "workflowrun")
 def move_content_types(apps, schema_editor, *, old="orchestrator", new="workflows"):
     ContentType = apps.get_model("contenttypes", "ContentType")
     for model in MODELS:
-        if not ContentType.objects.filter(app_label=new, model=model).exists():
-            ContentType.objects.filter(app_label=old, model=model).update(app_label=new)
+        moving = ContentType.objects.filter(app_label=old, model=model).first()
+        if moving is None:
+            continue
+        # A half-migrated state (one app migrated, the other not) lets
+        # post_migrate create an empty twin under the other label; the
+        # original, which permissions and admin history point at, wins.
+        ContentType.objects.filter(app_label=new, model=model).delete()
+        moving.app_label = new
+        moving.save(update_fields=["app_label"])
 
 
 def move_back(apps, schema_editor):

@@ -11,6 +11,7 @@ from django.db.models import QuerySet
 from audit.models import AuditEvent
 from audit.selectors import details_contains
 from audit.types import known_event_types
+from core.paging import MAX_CURSOR_LENGTH
 from core.periods import Period
 
 # Filters the rollup tables can answer (they are keyed by hour, type and workflow);
@@ -23,7 +24,8 @@ NARROWING_FILTERS = ("lead", "correlation", "fingerprint")
 class EventFilterForm(forms.Form):
     """Paging and live-tail parameters, validated with the filters."""
 
-    cursor = forms.IntegerField(min_value=1, required=False)
+    # A page position (core.paging); the view decodes it.
+    cursor = forms.CharField(max_length=MAX_CURSOR_LENGTH, required=False)
     after = forms.IntegerField(min_value=0, required=False)
     live = forms.BooleanField(required=False)
 
@@ -51,7 +53,7 @@ class EventFilter(django_filters.FilterSet):
         fields: list[str] = []
         form = EventFilterForm
 
-    def __init__(self, data=None, *, period: Period, **kwargs):  # type: ignore[no-untyped-def]
+    def __init__(self, data=None, *, period: Period, **kwargs):
         kwargs.setdefault("queryset", AuditEvent.objects.all())
         super().__init__(data, **kwargs)
         self.period = period

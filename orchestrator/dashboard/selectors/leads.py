@@ -14,12 +14,15 @@ from django.db.models import Q, QuerySet
 from django.db.models.functions import Lower
 
 from audit.models import AuditEvent
-from audit.types import ERROR, known_event_types
+from audit.types import event_type_info, known_event_types, text
+from core.paging import Page, paginate
 from leads.crm.models import CrmCall, CrmRecord
 from leads.followups.models import Enrollment, OutboundEmail
 from leads.models import PUBLIC_ID_PREFIX, Lead
 
 PAGE_SIZE = 50
+# Served by the (created_at, id) indexes the lead filters end in.
+LEAD_KEYS = ("-created_at", "-id")
 SEARCH_MIN_LENGTH = 2
 SEARCH_MAX_LENGTH = 100
 SEARCH_CANDIDATES = 1000
@@ -32,36 +35,6 @@ PUBLIC_ID_RE = re.compile(rf"^{PUBLIC_ID_PREFIX}\d+$", re.IGNORECASE)
 
 
 # --- The list ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Cursor:
-    """Where a page of the list ends: the last row's created_at and id."""
-
-    created_at: datetime
-    id: int
-
-    def encode(self) -> str:
-        micros = round(self.created_at.timestamp() * 1_000_000)
-        return f"{micros}_{self.id}"
-
-    @classmethod
-    def decode(cls, raw: str) -> "Cursor":
-        """Raises ValueError for anything this class did not encode."""
-        micros, sep, pk = raw.partition("_")
-        if not sep or not micros.lstrip("-").isdigit() or not pk.isdigit():
-            raise ValueError(f"cursor {raw!r} is not a page position of this list")
-        try:
-            moment = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=int(micros))
-        except OverflowError:
-            raise ValueError(f"cursor {raw!r} is out of range") from None
-        return cls(created_at=moment, id=int(pk))
-
-
-@dataclass
-class LeadPage:
-    leads: list[Lead]
-    next_cursor: Cursor | None
 
 
 def _successor(prefix: str) -> str:
@@ -112,23 +85,11 @@ def lead_search(qs: QuerySet[Lead], *, text: str) -> QuerySet[Lead]:
 
 
 def lead_page(
-    qs: QuerySet[Lead], *, after: Cursor | None = None, size: int = PAGE_SIZE
-) -> LeadPage:
-    """One page of `qs`, newest first, starting after `after`; `next_cursor` is None on
-    the last page (one row more than the page is read to know)."""
-    if after is not None:
-        # "created_at <= x" first: a plain range the created_at indexes serve; the OR
-        # only separates rows of the same instant.
-        qs = qs.filter(created_at__lte=after.created_at).filter(
-            Q(created_at__lt=after.created_at) | Q(id__lt=after.id)
-        )
-    rows = list(qs.select_related("source", "owner").order_by("-created_at", "-id")[: size + 1])
-    more = len(rows) > size
-    rows = rows[:size]
-    last = rows[-1] if more else None
-    return LeadPage(
-        leads=rows, next_cursor=Cursor(last.created_at, last.pk) if last is not None else None
-    )
+    qs: QuerySet[Lead], *, cursor: str | None = None, size: int = PAGE_SIZE
+) -> Page[Lead]:
+    """One page of `qs`, newest first, after `cursor` (core.paging; a cursor this list
+    did not write raises CursorError)."""
+    return paginate(qs.select_related("source", "owner"), keys=LEAD_KEYS, size=size, cursor=cursor)
 
 
 # --- One lead ---------------------------------------------------------------------------
@@ -154,65 +115,12 @@ CATEGORY_ICONS = {
 
 def event_category(event_type: str) -> str:
     """The timeline's colour group of an event type (type-<category> in dashboard.css)."""
-    if event_type == ERROR:
-        return "error"
-    for prefix, category in (
-        ("lead_", "lead"),
-        ("crm_", "crm"),
-        ("email_", "email"),
-        ("workflow_", "workflow"),
-        ("alert_", "workflow"),
-        ("report_", "workflow"),
-    ):
-        if event_type.startswith(prefix):
-            return category
-    return "user"  # audit_viewed, audit_exported, api keys: what people did
-
-
-def _text(value: Any) -> str:
-    return "" if value is None else str(value)
+    return event_type_info(event_type).category
 
 
 def event_summary(event: AuditEvent) -> str:
-    """One line saying what happened, from the event's details."""
-    d = event.details or {}
-    kind = event.event_type
-    if kind == ERROR:
-        stage = f" (in {d['stage']})" if d.get("stage") else ""
-        return f"{event.error_type}: {event.error_message}"[:300] + stage
-    if kind == "lead_ingested":
-        text = f"from {_text(d.get('source')) or 'unknown source'}"
-        if d.get("duplicate"):
-            merged = ", ".join(d.get("merged_fields") or []) or "nothing new"
-            text += f" (duplicate; merged: {merged})"
-        return text
-    if kind == "lead_qualified":
-        text = f"{_text(d.get('status')) or ('qualified' if d.get('qualified') else '')}"
-        if d.get("score") is not None:
-            text += f", score {d['score']}"
-        return text + (f" ({d['reason']})" if d.get("reason") else "")
-    if kind == "lead_routed":
-        owner = d.get("owner") or d.get("destination") or "nobody"
-        team = f" in {d['team']}" if d.get("team") else ""
-        rule = f" by rule {d['rule']!s}" if d.get("rule") else ""
-        return f"to {owner}{team}{rule}"
-    if kind in ("crm_create", "crm_update"):
-        latency = f", {d['latency_ms']} ms" if d.get("latency_ms") is not None else ""
-        ident = _text(d.get("external_id") or d.get("crm_record_id"))
-        return f"{_text(d.get('connection') or d.get('crm_type'))} {ident}{latency}".strip()
-    if kind == "crm_sync_requested":
-        return "to " + ", ".join(d.get("connections") or [])
-    if kind in ("email_sent", "email_opened", "email_clicked", "email_replied", "email_bounced"):
-        step = f"step {d['sequence_step']}" if d.get("sequence_step") else ""
-        extra = d.get("subject") or d.get("url") or d.get("status") or ""
-        return ": ".join(p for p in (step, _text(extra)) if p)
-    if kind == "email_scheduled":
-        return f"sequence {_text(d.get('sequence'))}, {_text(d.get('sequence_length'))} emails"
-    if kind == "email_cancelled":
-        return f"sequence {_text(d.get('sequence'))}: {_text(d.get('reason'))}"
-    if kind == "audit_viewed":
-        return f"viewed ({_text(d.get('view'))})" if d.get("view") else "viewed"
-    return ""
+    """One line saying what happened, from the event's details (each app says how)."""
+    return event_type_info(event.event_type).summary(event.details or {}, event)
 
 
 @dataclass
@@ -346,7 +254,7 @@ def score_view(*, lead: Lead, latest: dict[str, AuditEvent] | None = None) -> Sc
         score=lead.score if lead.score is not None else details.get("score"),
         status=lead.status,
         rules=rules,
-        reason=_text(stored.get("reason") or details.get("reason")),
+        reason=text(stored.get("reason") or details.get("reason")),
         thresholds=(config.get("qualification") or {}).get("thresholds") or {},
         decided=decided,
     )

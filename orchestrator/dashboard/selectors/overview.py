@@ -1,133 +1,37 @@
 """Reads behind the dashboard overview: KPIs, lead volume, errors over time, recent items.
 
-Sized for a million events and a hundred thousand leads. Event counts never
-touch raw rows beyond an hour at each edge of a range: whole days come from the
-daily rollup, whole hours from the hourly one, and only the partial hours at
-the edges and the events no seal has counted yet are read row by row (the
-pattern of audit.selectors.statistics, here restricted to a few event types
-and kept per hour or day so it can be bucketed). Lead counts are index range
-counts on Lead.created_at (and source). The aggregates are cached for up to a minute,
+Sized for a million events and a hundred thousand leads. The KPI cards are
+figures.summary() (the one definition of each figure, shared with analytics,
+the reports and the alerts); the error chart buckets figures.event_counts (the
+rollups, with raw rows only at the edges). Lead counts are index range counts
+on Lead.created_at (and source). The aggregates are cached for up to a minute,
 keyed by the period's bounds rounded down to the minute.
 """
 
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Count, Q, Sum
-from django.utils import timezone
 
-from audit.models import AuditEvent, AuditRollup, AuditRollupDay, AuditSeal
-from audit.selectors import ceil_day, ceil_hour, floor_day, floor_hour
+from audit.models import AuditEvent
 from audit.types import ERROR
 from core.periods import Period
-from leads.crm.services import STEP_KIND as CRM_STAGE
 from leads.models import Lead, LeadSource
 from leads.workflows.models import Workflow, WorkflowRun
+from orchestrator.dashboard import figures
+from orchestrator.dashboard.figures import event_counts
 from orchestrator.dashboard.render import cached_figure, minute
 from orchestrator.monitoring.spikes import SpikeRule, spike_indexes
 
 # The chart palette has nine colours; smaller sources share the last series.
 MAX_SOURCE_SERIES = 8
-CRM_SUCCESS = ("crm_create", "crm_update")
-KPI_EVENT_TYPES = (*CRM_SUCCESS, "email_sent", "email_replied", ERROR)
 NO_VALUE = "\u2013"  # an en dash: a rate of nothing, or a change from nothing known
 
-
 # --- Event counts from the rollups ------------------------------------------------------
-
-
-def event_counts(
-    *, event_types: Iterable[str], since: datetime, until: datetime, by_day: bool = True
-) -> Counter[tuple[str, datetime]]:
-    """Events of the given types in [since, until), keyed (type, start of hour or day).
-
-    Every key is the start of a UTC hour, or of a UTC day where `by_day` allows
-    the daily rollup (so bucket hours with by_day=False). A key only says where
-    the events lie; the counts are exact for the range.
-    """
-    types = sorted(set(event_types))
-    out: Counter[tuple[str, datetime]] = Counter()
-    if since >= until or not types:
-        return out
-    head = AuditSeal.objects.order_by("-number").only("high_water", "open_gaps").first()
-    high_water = head.high_water if head else 0
-    gaps = head.open_gaps if head else []
-
-    # Nothing is timestamped in the future: a range ending after now needs no
-    # partial hour at its end, the rollups (and the tail) cover it.
-    h0 = ceil_hour(since)
-    h1 = ceil_hour(until) if until > timezone.now() else floor_hour(until)
-    raw: list[tuple[datetime, datetime]] = []
-    hourly: list[tuple[datetime, datetime]] = []
-    daily: tuple[datetime, datetime] | None = None
-    if h0 >= h1:
-        # Within one hour or across one boundary: each piece inside one hour.
-        raw.extend([(since, h0), (h0, until)] if h0 < until else [(since, until)])
-    else:
-        raw.extend(piece for piece in [(since, h0), (h1, until)] if piece[0] < piece[1])
-        d0, d1 = ceil_day(h0), floor_day(h1)
-        if by_day and d0 < d1:
-            daily = (d0, d1)
-            hourly.extend(piece for piece in [(h0, d0), (d1, h1)] if piece[0] < piece[1])
-        else:
-            hourly.append((h0, h1))
-
-    if daily is not None:
-        rows = (
-            AuditRollupDay.objects.filter(
-                event_type__in=types, day__gte=daily[0].date(), day__lt=daily[1].date()
-            )
-            .values_list("event_type", "day")
-            .annotate(n=Sum("count"))
-        )
-        for etype, day, n in rows:
-            out[(etype, datetime(day.year, day.month, day.day, tzinfo=UTC))] += n
-    if hourly:
-        in_hours = Q()
-        for lo, hi in hourly:
-            in_hours |= Q(hour__gte=lo, hour__lt=hi)
-        rows = (
-            AuditRollup.objects.filter(in_hours, event_type__in=types)
-            .values_list("event_type", "hour")
-            .annotate(n=Sum("count"))
-        )
-        for etype, hour, n in rows:
-            out[(etype, hour.astimezone(UTC))] += n
-    # The edges, sealed or not, straight from the rows (event_type, timestamp index).
-    for lo, hi in raw:
-        rows = (
-            AuditEvent.objects.order_by()
-            .filter(event_type__in=types, timestamp__gte=lo, timestamp__lt=hi)
-            .values_list("event_type")
-            .annotate(n=Count("id"))
-        )
-        for etype, n in rows:
-            out[(etype, floor_hour(lo))] += n
-    if hourly or daily is not None:
-        # Events no seal has counted yet, found by id alone and filtered here:
-        # a type or time filter tempts the planner onto the (event_type,
-        # timestamp) index, a walk through every event of those types
-        # (200 ms at a million events) to find the handful past the seal.
-        unsealed = Q(id__gt=high_water)
-        for lo, hi, _seen in gaps:
-            unsealed |= Q(id__range=(lo, hi))
-        tail = AuditEvent.objects.filter(unsealed).order_by()
-        for ts, etype in tail.values_list("timestamp", "event_type"):
-            if etype in types and h0 <= ts < h1:
-                out[(etype, floor_hour(ts))] += 1
-    return out
-
-
-def _totals(counts: Counter[tuple[str, datetime]]) -> Counter[str]:
-    totals: Counter[str] = Counter()
-    for (etype, _at), n in counts.items():
-        totals[etype] += n
-    return totals
 
 
 def _bucketed(
@@ -218,75 +122,40 @@ class Kpi:
         return f"{arrow} {change:+.{digits}f}{' pp' if self.is_rate else '%'}"
 
 
-@dataclass(frozen=True)
-class _PeriodFigures:
-    leads: int
-    qualified: int
-    types: dict[str, int]
-    crm_failures: int
-
-    def rate(self, part: int, whole: int) -> float | None:
-        return part / whole if whole else None
-
-
-def _lead_count(since: datetime, until: datetime, **filters: Any) -> int:
-    # Range scans: lead_created for all, lead_status_created for one status.
-    return Lead.objects.filter(created_at__gte=since, created_at__lt=until, **filters).count()
-
-
-def _crm_failures(since: datetime, until: datetime) -> int:
-    # A failed sync is an error event of the CRM stage; error events are a
-    # small share of all, reached through the (event_type, timestamp) index.
-    return AuditEvent.objects.filter(
-        event_type=ERROR, timestamp__gte=since, timestamp__lt=until, details__stage=CRM_STAGE
-    ).count()
-
-
-def _figures(since: datetime, until: datetime) -> _PeriodFigures:
-    types = _totals(event_counts(event_types=KPI_EVENT_TYPES, since=since, until=until))
-    return _PeriodFigures(
-        leads=_lead_count(since, until),
-        qualified=_lead_count(since, until, status=Lead.Status.QUALIFIED),
-        types={t: types.get(t, 0) for t in KPI_EVENT_TYPES},
-        crm_failures=_crm_failures(since, until),
-    )
-
-
 def kpis(*, period: Period) -> list[Kpi]:
-    """The overview's cards for the period, each with its value in the previous period."""
+    """The overview's cards for the period, each with its value in the previous period.
 
-    def compute() -> tuple[_PeriodFigures, _PeriodFigures]:
+    Every number is a figures.summary() figure, defined once for the pages and reports."""
+
+    def compute() -> tuple[figures.Summary, figures.Summary]:
         before = period.previous()
-        return _figures(period.start, period.end), _figures(before.start, before.end)
+        return (
+            figures.summary(start=period.start, end=period.end),
+            figures.summary(start=before.start, end=before.end),
+        )
 
     now, before = cached("kpis", period, compute)
-
-    def crm(f: _PeriodFigures) -> tuple[int, float | None]:
-        ok = sum(f.types[t] for t in CRM_SUCCESS)
-        return ok, f.rate(ok, ok + f.crm_failures)
-
-    crm_ok, crm_rate = crm(now)
     return [
         Kpi("leads", "Leads", now.leads, before.leads, detail="new leads captured"),
         Kpi(
             "qualification_rate",
             "Qualification rate",
-            now.rate(now.qualified, now.leads),
-            before.rate(before.qualified, before.leads),
+            now.qualification_rate,
+            before.qualification_rate,
             is_rate=True,
             detail=f"{now.qualified} of {now.leads} new leads qualified",
         ),
         Kpi(
             "crm_success",
             "CRM sync success",
-            crm_rate,
-            crm(before)[1],
+            now.crm.success_rate,
+            before.crm.success_rate,
             is_rate=True,
-            detail=f"{crm_ok} synced, {now.crm_failures} failed",
+            detail=f"{now.crm.ok} synced, {now.crm.failed} failed",
         ),
-        Kpi("emails_sent", "Emails sent", now.types["email_sent"], before.types["email_sent"]),
-        Kpi("replies", "Replies", now.types["email_replied"], before.types["email_replied"]),
-        Kpi("errors", "Errors", now.types[ERROR], before.types[ERROR], bad_when_up=True),
+        Kpi("emails_sent", "Emails sent", now.emails_sent, before.emails_sent),
+        Kpi("replies", "Replies", now.replies, before.replies, detail="leads that replied"),
+        Kpi("errors", "Errors", now.errors, before.errors, bad_when_up=True),
     ]
 
 

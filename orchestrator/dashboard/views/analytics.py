@@ -4,10 +4,16 @@ from django.http import HttpRequest, HttpResponse
 
 from orchestrator.dashboard.access import viewer_required
 from orchestrator.dashboard.charts import Series, bar_chart
-from orchestrator.dashboard.render import UserInputError, get_period, render_page
+from orchestrator.dashboard.render import (
+    UserInputError,
+    get_period,
+    render_page,
+    wanted_fragment,
+)
 from orchestrator.dashboard.selectors import analytics as selectors
 
-# Each section is a partial; ?section=<id> with HX-Request answers only that one.
+# Each section is a partial named after its id; an htmx request for one (its id in
+# HX-Target, or ?section=<id>) answers only that one.
 SECTIONS = ("funnel", "sources", "email-steps", "crm-performance")
 
 
@@ -20,7 +26,8 @@ def analytics(request: HttpRequest) -> HttpResponse:
     since, until = period.start, period.end
     context: dict = {"sections": SECTIONS}
     # A fragment request computes its own section only.
-    wanted = SECTIONS if section is None or not getattr(request, "htmx", False) else (section,)
+    fragment = wanted_fragment(request, fragments=SECTIONS, default=section)
+    wanted = SECTIONS if fragment is None else (fragment,)
     if "funnel" in wanted:
         stages = selectors.funnel(since=since, until=until)
         context["funnel"] = stages
@@ -36,11 +43,13 @@ def analytics(request: HttpRequest) -> HttpResponse:
         context["email_steps"] = selectors.email_step_stats(since=since, until=until)
     if "crm-performance" in wanted:
         context["crm"] = selectors.crm_performance(since=since, until=until)
+        context["crm_syncs"] = selectors.crm_syncs(since=since, until=until)
     return render_page(
         request,
         "dashboard/analytics.html",
         context,
         nav="analytics",
         period=period,
+        fragments=SECTIONS,
         fragment=section,
     )

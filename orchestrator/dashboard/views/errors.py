@@ -20,6 +20,7 @@ from orchestrator.dashboard.render import (
     get_period,
     minute,
     render_page,
+    requested_page,
 )
 
 GROUP_LIMIT = 100
@@ -68,7 +69,7 @@ def _sort(request: HttpRequest) -> error_selectors.GroupSort:
         raise UserInputError(
             f"sort must be one of {', '.join(error_selectors.GROUP_SORTS)}, not {sort!r}"
         )
-    return sort  # type: ignore[return-value]
+    return sort
 
 
 def _events_url(period: Period, **params: str) -> str:
@@ -115,19 +116,6 @@ def error_list(request: HttpRequest) -> HttpResponse:
         period=period,
         fragment="error-groups",
     )
-
-
-def _cursor(request: HttpRequest) -> tuple[object, int] | None:
-    """The keyset cursor: the id of the last occurrence of the previous page."""
-    raw = request.GET.get("cursor", "")
-    if not raw:
-        return None
-    if not raw.isdigit():
-        raise UserInputError(f"cursor must be an event id, not {raw!r}")
-    row = AuditEvent.objects.filter(pk=int(raw)).values_list("timestamp", "id").first()
-    if row is None:
-        raise UserInputError(f"cursor {raw} names no event")
-    return row
 
 
 def _url_pattern(name: str, kwarg: str, sample: str) -> str:
@@ -183,21 +171,23 @@ def error_detail(request: HttpRequest, fingerprint: str) -> HttpResponse:
     )
     if group is None:
         raise Http404("No error with this fingerprint was ever recorded.")
-    before = _cursor(request)
-    page = list(
-        error_selectors.group_occurrences(
-            fingerprint=fingerprint, since=period.start, until=period.end, before=before
-        )[: PAGE_SIZE + 1]
+    page = requested_page(
+        request,
+        lambda cursor: error_selectors.group_occurrences(
+            fingerprint=fingerprint,
+            since=period.start,
+            until=period.end,
+            cursor=cursor,
+            size=PAGE_SIZE,
+        ),
     )
-    next_cursor = page[PAGE_SIZE - 1].pk if len(page) > PAGE_SIZE else None
     leads = error_selectors.group_leads(
         fingerprint=fingerprint, since=period.start, until=period.end
     )
     context = {
         "group": group,
-        "occurrences": _occurrence_rows(page[:PAGE_SIZE]),
-        "next_cursor": next_cursor,
-        "paged": before is not None,
+        "occurrences": _occurrence_rows(page.items),
+        "page": page,
         "leads": _lead_rows(leads),
         "events_url": _events_url(period, type="error", fingerprint=fingerprint),
     }

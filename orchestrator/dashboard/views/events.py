@@ -29,6 +29,8 @@ from orchestrator.dashboard.render import (
     get_period,
     minute,
     render_page,
+    requested_page,
+    wanted_fragment,
 )
 
 PAGE_SIZE = 50
@@ -42,6 +44,8 @@ EXPORT_FORMATS = {
     "csv": ("text/csv; charset=utf-8", "csv"),
     "jsonl": ("application/x-ndjson; charset=utf-8", "jsonl"),
 }
+# The partials an htmx request may ask for by their id; any other gets the table.
+FRAGMENTS = ("event-table", "event-histogram")
 # Query parameters that place a request in the list rather than filter it.
 POSITION_PARAMS = ("cursor", "after")
 PERIOD_PARAMS = ("range", "since", "until")
@@ -56,7 +60,13 @@ def _filters(request: HttpRequest, period: Period) -> EventFilter:
     return filterset
 
 
+def _cursor_time(cursor: str | None) -> datetime | None:
+    """The timestamp of the position a page cursor names (CursorError if it names none)."""
+    return selectors.EVENTS.decode(cursor)[0] if cursor else None
+
+
 def _position(event_id: int, *, param: str) -> tuple[datetime, int]:
+    """The keyset position of the live tail's `after` event id."""
     if event_id == 0:
         # "After nothing": a live tail started on an empty list.
         return (datetime(1970, 1, 1, tzinfo=UTC), 0)
@@ -86,7 +96,7 @@ def _with_display(events: list[AuditEvent], params: QueryDict) -> list[AuditEven
             summary = f"{event.error_type}: {event.error_message}"
         else:
             summary = json.dumps(event.details, ensure_ascii=False, sort_keys=True)
-        event.display = {  # type: ignore[attr-defined]
+        event.display = {
             "details": pretty,
             "summary": summary if len(summary) <= 80 else summary[:79] + "…",
             "url": detail_url.format(event.id),
@@ -224,7 +234,7 @@ def event_list(request: HttpRequest) -> HttpResponse:
         "period_params": {k: request.GET[k] for k in PERIOD_PARAMS if request.GET.get(k)},
         "scan_limit": SCAN_LIMIT,
     }
-    target = request.htmx.target if request.htmx else None  # type: ignore[attr-defined]
+    fragment = wanted_fragment(request, fragments=FRAGMENTS, default="event-table")
 
     if values.get("after") is not None:
         # A live-tail poll: only what came after the newest row shown.
@@ -232,7 +242,7 @@ def event_list(request: HttpRequest) -> HttpResponse:
         rows = selectors.events_after(
             events=filterset.events(from_ts=after[0]), after=after, limit=TAIL_LIMIT
         )
-        if request.htmx and not rows:  # type: ignore[attr-defined]
+        if request.htmx and not rows:
             return HttpResponse(status=204)  # htmx swaps nothing and keeps polling
         newest = rows[0].id if rows else values["after"]
         context.update(rows=_with_display(rows, request.GET), tail=True, newest_id=newest)
@@ -243,38 +253,39 @@ def event_list(request: HttpRequest) -> HttpResponse:
 
     volume, histogram = _volume_and_histogram(request, filterset, period)
     context.update(histogram=histogram, volume=volume)
-    if target == "event-histogram":
+    if fragment == "event-histogram":
         return render_page(
             request,
             "dashboard/event_list.html",
             context,
             nav="events",
             period=period,
-            fragment="event-histogram",
+            fragments=FRAGMENTS,
+            fragment="event-table",
         )
 
-    cursor = values.get("cursor")
-    before = _position(cursor, param="cursor") if cursor else None
-    rows = selectors.event_page(
-        events=filterset.events(to_ts=before[0] if before else None),
-        before=before,
-        limit=PAGE_SIZE + 1,
-        merge_types=_merge_types(filterset),
+    cursor = values.get("cursor") or None
+    page = requested_page(
+        request,
+        lambda cursor: selectors.event_page(
+            # The page's start bounds the period: one upper bound on the timestamp.
+            events=filterset.events(to_ts=_cursor_time(cursor)),
+            cursor=cursor,
+            size=PAGE_SIZE,
+            merge_types=_merge_types(filterset),
+        ),
     )
-    has_next = len(rows) > PAGE_SIZE
-    rows = _with_display(rows[:PAGE_SIZE], request.GET)
+    rows = _with_display(page.items, request.GET)
     context.update(
         rows=rows,
+        page=page,
         facets=_facets(filterset, volume),
-        cursor=cursor,
-        next_url=_list_url(request.GET, cursor=str(rows[-1].id), after=None) if has_next else None,
-        first_url=_list_url(request.GET, cursor=None, after=None) if cursor else None,
         # The live tail starts after the newest event in the list; on an empty list,
         # after the newest event anywhere.
         newest_id=rows[0].id if rows else selectors.last_event_id(),
         # A page of a filter change also refreshes the histogram and the type counts;
         # a next-page click keeps them.
-        oob=bool(request.htmx) and not cursor,  # type: ignore[attr-defined]
+        oob=fragment == "event-table" and not cursor,
         export_urls={fmt: _export_url(request.GET, fmt) for fmt in EXPORT_FORMATS},
     )
     return render_page(
@@ -283,6 +294,7 @@ def event_list(request: HttpRequest) -> HttpResponse:
         context,
         nav="events",
         period=period,
+        fragments=FRAGMENTS,
         fragment="event-table",
     )
 

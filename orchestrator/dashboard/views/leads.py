@@ -21,10 +21,15 @@ from leads.models import Lead
 from leads.services import NotApplicable, lead_viewed, requalify_blocker
 from orchestrator.dashboard.access import actor_for, can_act, operator_required, viewer_required
 from orchestrator.dashboard.filters.leads import LeadFilter
-from orchestrator.dashboard.render import UserInputError, get_period, render_page
+from orchestrator.dashboard.render import (
+    UserInputError,
+    get_period,
+    render_page,
+    requested_page,
+    wanted_fragment,
+)
 from orchestrator.dashboard.selectors.leads import (
     PAGE_SIZE,
-    Cursor,
     Timeline,
     latest_lead_events,
     lead_by_public_id,
@@ -38,12 +43,7 @@ from orchestrator.dashboard.selectors.leads import (
 
 LIST_TEMPLATE = "dashboard/lead_list.html"
 DETAIL_TEMPLATE = "dashboard/lead_detail.html"
-
-
-def _wants_fragment(request: HttpRequest) -> bool:
-    # As render_page decides: history restores and boosted requests need the page.
-    htmx = getattr(request, "htmx", None)
-    return bool(htmx) and not htmx.history_restore_request and not htmx.boosted
+DETAIL_FRAGMENT = "lead-page"
 
 
 @viewer_required
@@ -53,20 +53,10 @@ def lead_list(request: HttpRequest) -> HttpResponse:
     filters = LeadFilter(request.GET, queryset=Lead.objects.all(), period=period)
     if not filters.is_valid():
         raise UserInputError(filters.error_message())
-    after = None
-    if raw := request.GET.get("cursor"):
-        try:
-            after = Cursor.decode(raw)
-        except ValueError as exc:
-            raise UserInputError(str(exc)) from None
-    page = lead_page(filters.qs, after=after, size=PAGE_SIZE)
-    context = {
-        "filters": filters,
-        "page": page,
-        "next_cursor": page.next_cursor.encode() if page.next_cursor else None,
-        "paged": after is not None,
-        "page_size": PAGE_SIZE,
-    }
+    page = requested_page(
+        request, lambda cursor: lead_page(filters.qs, cursor=cursor, size=PAGE_SIZE)
+    )
+    context = {"filters": filters, "page": page, "page_size": PAGE_SIZE}
     return render_page(
         request, LIST_TEMPLATE, context, nav="leads", period=period, fragment="lead-table"
     )
@@ -128,7 +118,7 @@ def _render_detail(request: HttpRequest, lead: Lead, *, status: int = 200) -> Ht
         DETAIL_TEMPLATE,
         _detail_context(request, lead),
         nav="leads",
-        fragment="lead-page",
+        fragment=DETAIL_FRAGMENT,
         status=status,
     )
 
@@ -137,7 +127,7 @@ def _render_detail(request: HttpRequest, lead: Lead, *, status: int = 200) -> Ht
 @require_GET
 def lead_detail(request: HttpRequest, public_id: str) -> HttpResponse:
     lead = _lead_or_404(public_id)
-    if not _wants_fragment(request):
+    if not wanted_fragment(request, default=DETAIL_FRAGMENT):
         # Once per page view; the page's own htmx refreshes are not new views.
         lead_viewed(lead=lead, actor=actor_for(request))
     return _render_detail(request, lead)
@@ -155,7 +145,7 @@ def _act(request: HttpRequest, public_id: str, action: Callable[[Lead, str], str
         messages.error(request, str(exc))
         return _render_detail(request, _lead_or_404(public_id), status=400)
     messages.success(request, done)
-    if _wants_fragment(request):
+    if wanted_fragment(request, default=DETAIL_FRAGMENT):
         return _render_detail(request, _lead_or_404(public_id))
     return redirect("lead-detail", public_id=lead.public_id)
 

@@ -18,7 +18,7 @@ from audit.types import ERROR
 from core.periods import Period
 from orchestrator.dashboard.access import viewer_required
 from orchestrator.dashboard.charts import Series, bar_chart
-from orchestrator.dashboard.render import get_period, render_page
+from orchestrator.dashboard.render import get_period, render_page, wanted_fragment
 from orchestrator.dashboard.selectors import overview as selectors
 
 TEMPLATE = "dashboard/overview.html"
@@ -154,12 +154,12 @@ WIDGETS: dict[str, Callable[[HttpRequest, Period], dict[str, Any]]] = {
 @viewer_required
 def overview(request: HttpRequest) -> HttpResponse:
     period = get_period(request)
-    htmx = getattr(request, "htmx", None)
-    # As render_page decides: a history restore or a boosted request gets the page.
-    wants_fragment = htmx and not htmx.history_restore_request and not htmx.boosted
-    fragment = htmx.target if wants_fragment and htmx.target in WIDGETS else None
+    # Each widget polls for itself: only the one an htmx request names is computed.
+    fragment = wanted_fragment(request, fragments=tuple(WIDGETS))
     context: dict[str, Any] = {}
     for name, build in WIDGETS.items():
         if fragment in (None, name):
             context.update(build(request, period))
-    return render_page(request, TEMPLATE, context, nav="overview", period=period, fragment=fragment)
+    return render_page(
+        request, TEMPLATE, context, nav="overview", period=period, fragments=tuple(WIDGETS)
+    )

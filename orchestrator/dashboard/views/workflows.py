@@ -9,7 +9,12 @@ from django.utils import timezone
 
 from leads.workflows.models import WorkflowRun
 from orchestrator.dashboard.access import viewer_required
-from orchestrator.dashboard.render import UserInputError, get_period, render_page
+from orchestrator.dashboard.render import (
+    UserInputError,
+    get_period,
+    render_page,
+    requested_page,
+)
 from orchestrator.dashboard.selectors import workflows as workflow_selectors
 
 PAGE_SIZE = 50
@@ -43,20 +48,17 @@ def workflow_runs(request: HttpRequest) -> HttpResponse:
     names = list(workflow_selectors.workflow_names())
     workflow = _choice(request, "workflow", names)
     status = _choice(request, "status", list(WorkflowRun.Status.values))
-    before = None
-    cursor = request.GET.get("cursor", "")
-    if cursor:
-        if not cursor.isdigit():
-            raise UserInputError(f"cursor must be a run id, not {cursor!r}")
-        before = workflow_selectors.run_cursor(run_id=int(cursor))
-        if before is None:
-            raise UserInputError(f"cursor {cursor} names no run")
-    runs = list(
-        workflow_selectors.run_list(
-            since=period.start, until=period.end, workflow=workflow, status=status, before=before
-        )[: PAGE_SIZE + 1]
+    page = requested_page(
+        request,
+        lambda cursor: workflow_selectors.run_page(
+            since=period.start,
+            until=period.end,
+            workflow=workflow,
+            status=status,
+            cursor=cursor,
+            size=PAGE_SIZE,
+        ),
     )
-    next_cursor = runs[PAGE_SIZE - 1].pk if len(runs) > PAGE_SIZE else None
     rows = [
         {
             "run": run,
@@ -65,7 +67,7 @@ def workflow_runs(request: HttpRequest) -> HttpResponse:
             "events_url": _events_url(run),
             "errors_url": _events_url(run, type="error"),
         }
-        for run in runs[:PAGE_SIZE]
+        for run in page.items
     ]
     return render_page(
         request,
@@ -77,8 +79,7 @@ def workflow_runs(request: HttpRequest) -> HttpResponse:
             "statuses": WorkflowRun.Status.choices,
             "selected_workflow": workflow or "",
             "selected_status": status or "",
-            "next_cursor": next_cursor,
-            "paged": before is not None,
+            "page": page,
         },
         nav="workflows",
         period=period,

@@ -6,3 +6,8 @@ class AlertsConfig(AppConfig):
     label = "alerts"
     default_auto_field = "django.db.models.BigAutoField"
     verbose_name = "Alerts"
+
+    def ready(self) -> None:
+        from orchestrator.monitoring.events import register_alert_types
+
+        register_alert_types()

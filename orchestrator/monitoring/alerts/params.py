@@ -1,14 +1,20 @@
-"""The parameters of each kind of alert rule: JSON Schema, defaults, validation.
+"""The kinds of alert rule and their parameters: JSON Schema, defaults, validation.
 
 Kept apart from the evaluators (rules.py) so that the model and the admin
-form can validate without importing the models the evaluators read.
+form can validate without importing the models the evaluators read: the
+registry names each kind's evaluator by dotted path and imports it on use.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jsonschema import Draft202012Validator
+
+from core.registry import Registry
+
+if TYPE_CHECKING:
+    from orchestrator.monitoring.alerts.rules import Evaluator
 
 MINUTES = {"type": "integer", "minimum": 1, "maximum": 60 * 24 * 30}
 NAME = {"type": "string", "minLength": 1, "maxLength": 100}
@@ -60,18 +66,38 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "workflow_missed": {"max_age_minutes": 60},
 }
 
-LABELS: dict[str, str] = {
-    "error_spike": "Error spike",
-    "new_error_group": "New error group",
-    "crm_failures": "CRM sync failures",
-    "inbox_failing": "Inbox poll failing",
-    "queue_stalled": "Task queue not draining",
-    "workflow_missed": "Workflow missed its schedule",
-}
+RULES = "orchestrator.monitoring.alerts.rules"
+# kind -> (label, dotted path of its rules.Evaluator).
+RULE_KINDS: Registry[Evaluator] = Registry(
+    "alert rule kind",
+    {
+        "error_spike": ("Error spike", f"{RULES}.error_spike"),
+        "new_error_group": ("New error group", f"{RULES}.new_error_group"),
+        "crm_failures": ("CRM sync failures", f"{RULES}.crm_failures"),
+        "inbox_failing": ("Inbox poll failing", f"{RULES}.inbox_failing"),
+        "queue_stalled": ("Task queue not draining", f"{RULES}.queue_stalled"),
+        "workflow_missed": ("Workflow missed its schedule", f"{RULES}.workflow_missed"),
+    },
+)
 
 
 def kind_choices() -> list[tuple[str, str]]:
-    return list(LABELS.items())
+    # Named in migrations (AlertRule.kind): keep the name.
+    return RULE_KINDS.choices()
+
+
+def register_rule_kind(
+    kind: str, label: str, evaluator: str, *, schema: dict[str, Any], defaults: dict[str, Any]
+) -> None:
+    """A rule kind from another app: its evaluator's dotted path and its parameters."""
+    SCHEMAS[kind] = schema
+    DEFAULTS[kind] = defaults
+    RULE_KINDS.register(kind, label, evaluator)
+
+
+def evaluator(kind: str) -> Evaluator:
+    """The rules.Evaluator for `kind`, imported on first use."""
+    return RULE_KINDS.load(kind)
 
 
 def _validator(kind: str) -> Draft202012Validator:

@@ -2,10 +2,11 @@
 
 Each returns {key: Finding} for the keys whose condition holds; a key that
 was open before and is missing now has resolved (services.evaluate_rule).
-They only read, and each reads through an index: errors through the partial
-indexes on AuditEvent.fingerprint, CRM calls per connection through
-(connection, created_at), tasks through django_tasks_db's partial index on
-READY tasks, runs through (workflow, -started_at).
+They only read, and each reads through an index: error counts and failed CRM
+syncs are the dashboard's figures (orchestrator.dashboard.figures: the rollups
+and the (event_type, timestamp) index), error groups through the partial
+indexes on AuditEvent.fingerprint, tasks through django_tasks_db's partial
+index on READY tasks, runs through (workflow, -started_at).
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from django.urls import NoReverseMatch, reverse
 from django_tasks_db.models import DBTaskResult, get_date_max
 
 from audit.models import AuditEvent
-from leads.crm.models import CrmCall, CrmConnection
+from leads.crm.models import CrmConnection
 from leads.models import LeadSource
 from leads.workflows.models import Workflow, WorkflowRun
+from orchestrator.dashboard import figures
 from orchestrator.monitoring.spikes import BaselineRule, baseline_threshold, exceeds_baseline
 
 SITE = "errors"  # the key of the one site-wide incident of an error-spike rule
@@ -54,7 +56,8 @@ def errors() -> QuerySet[AuditEvent]:
 
 
 def _count_between(start: datetime, end: datetime) -> int:
-    return errors().filter(timestamp__gte=start, timestamp__lt=end).count()
+    # The dashboard's and the reports' "Errors" figure, over the alert's window.
+    return figures.errors(start=start, end=end)
 
 
 def _top_groups(start: datetime, end: datetime) -> list[dict[str, Any]]:
@@ -154,31 +157,35 @@ def new_error_group(params: dict[str, Any], now: datetime) -> dict[str, Finding]
 
 
 def crm_failures(params: dict[str, Any], now: datetime) -> dict[str, Finding]:
-    """Per CRM connection: calls that failed for good (not retried) in the window."""
+    """Per CRM connection: failed syncs (figures.crm_sync_failures, the failures behind
+    the "CRM sync success" card) in the window."""
     since = now - timedelta(minutes=params["window_minutes"])
     connections = CrmConnection.objects.filter(active=True)
     if params.get("connection"):
         connections = connections.filter(name=params["connection"])
-    failed = [CrmCall.Outcome.TRANSIENT, CrmCall.Outcome.PERMANENT]
     found: dict[str, Finding] = {}
     for connection in connections.only("pk", "name"):
-        calls = CrmCall.objects.filter(
-            connection=connection, created_at__gte=since, created_at__lte=now, outcome__in=failed
-        )
-        stats = calls.aggregate(n=Count("id"), last=Max("created_at"))
-        if stats["n"] < params["threshold"]:
+        window = {"start": since, "end": now, "connection": connection.name}
+        failures = figures.crm_sync_failures(**window)
+        if failures < params["threshold"]:
             continue
-        last_error = calls.order_by("-created_at").values_list("error", flat=True).first() or ""
+        last = (
+            figures.failed_crm_syncs(**window)
+            .order_by("-timestamp", "-id")
+            .only("timestamp", "error_message")
+            .first()
+        )
+        last_error = last.error_message if last else ""
         found[connection.name] = Finding(
             summary=(
-                f"{stats['n']} failed calls to CRM {connection.name} in the last "
+                f"{failures} failed syncs to CRM {connection.name} in the last "
                 f"{params['window_minutes']} min; last: {last_error[:200]}"
             ),
             details={
                 "connection": connection.name,
-                "failures": stats["n"],
+                "failures": failures,
                 "threshold": params["threshold"],
-                "last_failure_at": stats["last"].isoformat(),
+                "last_failure_at": last.timestamp.isoformat() if last else None,
                 "last_error": last_error,
             },
             path=_path("analytics"),
@@ -310,13 +317,3 @@ def workflow_missed(params: dict[str, Any], now: datetime) -> dict[str, Finding]
             path=_path("workflow-runs", query=f"workflow={workflow.name}"),
         )
     return found
-
-
-EVALUATORS: dict[str, Evaluator] = {
-    "error_spike": error_spike,
-    "new_error_group": new_error_group,
-    "crm_failures": crm_failures,
-    "inbox_failing": inbox_failing,
-    "queue_stalled": queue_stalled,
-    "workflow_missed": workflow_missed,
-}

@@ -24,10 +24,3 @@ def due_delivery_ids(*, now: datetime, limit: int = 50) -> list[int]:
         .order_by("next_attempt_at", "pk")
         .values_list("pk", flat=True)[:limit]
     )
-
-
-def incident_list(*, state: str | None = None, limit: int = 50) -> QuerySet[Incident]:
-    qs = Incident.objects.select_related("rule")
-    if state:
-        qs = qs.filter(state=state)
-    return qs.order_by("-opened_at", "-id")[:limit]

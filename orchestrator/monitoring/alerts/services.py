@@ -36,11 +36,12 @@ from django.db.models import F
 from django.utils import timezone
 
 from audit.services import record_event
+from core.retry import retry_delay as backoff
 from orchestrator.monitoring.alerts import params as rule_params
 from orchestrator.monitoring.alerts.channels import ChannelError, Notice
 from orchestrator.monitoring.alerts.models import AlertRule, Delivery, Incident
 from orchestrator.monitoring.alerts.registry import get_channel
-from orchestrator.monitoring.alerts.rules import EVALUATORS, Finding
+from orchestrator.monitoring.alerts.rules import Finding
 from orchestrator.monitoring.alerts.selectors import due_delivery_ids, enabled_rules, open_incidents
 
 log = logging.getLogger(__name__)
@@ -67,19 +68,22 @@ class CheckSummary:
 
 
 def base_url() -> str:
-    url = getattr(settings, "ALERTS_BASE_URL", "") or getattr(settings, "FOLLOWUPS_BASE_URL", "")
-    return url.rstrip("/")
+    # ALERTS_BASE_URL defaults to FOLLOWUPS_BASE_URL in settings; an empty one still falls back.
+    return (settings.ALERTS_BASE_URL or settings.FOLLOWUPS_BASE_URL).rstrip("/")
 
 
 def max_attempts() -> int:
-    return int(getattr(settings, "ALERTS_MAX_ATTEMPTS", 10))
+    return settings.ALERTS_MAX_ATTEMPTS
 
 
-def retry_delay(attempts: int) -> timedelta:
-    """Backoff between passes: base, 2 x base, 4 x base, ... up to the cap."""
-    base = int(getattr(settings, "ALERTS_RETRY_BASE_SECONDS", 60))
-    cap = int(getattr(settings, "ALERTS_RETRY_MAX_SECONDS", 3600))
-    return timedelta(seconds=min(cap, base * 2 ** max(attempts - 1, 0)))
+def retry_delay(attempts: int, retry_after: float | None = None) -> timedelta:
+    """Backoff between passes: base, 2 x base, 4 x base, ... up to the cap, or Retry-After."""
+    return backoff(
+        attempts,
+        base=settings.ALERTS_RETRY_BASE_SECONDS,
+        cap=settings.ALERTS_RETRY_MAX_SECONDS,
+        retry_after=retry_after,
+    )
 
 
 # --- Evaluation --------------------------------------------------------------------------
@@ -116,7 +120,7 @@ def evaluate_rule(*, rule: AlertRule, now: datetime | None = None) -> Counter[st
     """
     now = now or timezone.now()
     resolved_params = rule_params.resolve(rule.kind, rule.params)
-    findings: dict[str, Finding] = EVALUATORS[rule.kind](resolved_params, now)
+    findings: dict[str, Finding] = rule_params.evaluator(rule.kind)(resolved_params, now)
     counts: Counter[str] = Counter()
     with transaction.atomic():
         current = open_incidents(rule=rule)
@@ -294,9 +298,7 @@ def _error_text(exc: BaseException) -> str:
 
 
 def _retry(delivery: Delivery, exc: ChannelError) -> None:
-    delay = retry_delay(delivery.attempts)
-    if exc.retry_after is not None:
-        delay = max(delay, timedelta(seconds=exc.retry_after))
+    delay = retry_delay(delivery.attempts, exc.retry_after)
     log.warning(
         "alert delivery %s via %s failed (attempt %s), retrying in %s: %s",
         delivery.pk,

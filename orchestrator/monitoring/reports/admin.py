@@ -6,10 +6,10 @@ from orchestrator.monitoring.reports.models import ReportSend
 
 class ReadOnlyAdmin(admin.ModelAdmin):
     # Records of what happened: written by commands, never by hand.
-    def has_add_permission(self, request) -> bool:  # type: ignore[no-untyped-def]
+    def has_add_permission(self, request) -> bool:
         return False
 
-    def has_change_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+    def has_change_permission(self, request, obj=None) -> bool:
         return False
 
 
@@ -26,5 +26,5 @@ class IntegrityCheckAdmin(ReadOnlyAdmin):
     list_filter = ["ok"]
     date_hierarchy = "checked_at"
 
-    def has_delete_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+    def has_delete_permission(self, request, obj=None) -> bool:
         return False

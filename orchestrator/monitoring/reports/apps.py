@@ -6,3 +6,8 @@ class ReportsConfig(AppConfig):
     label = "reports"
     verbose_name = "Scheduled reports"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from orchestrator.monitoring.events import register_report_types
+
+        register_report_types()

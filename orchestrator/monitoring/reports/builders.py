@@ -6,7 +6,6 @@ Sunday), monthly = a calendar month. By default a report covers the last
 complete period, so a 06:00 cron job sends yesterday's numbers.
 """
 
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -14,15 +13,16 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.admin.models import LogEntry
-from django.db.models import Avg, Count, Max, Q, Sum
+from django.contrib.auth import get_user_model
+from django.db.models import Count, Max, Sum
 
+from audit.integrity import verify as verify_trail
 from audit.models import AuditEvent, AuditPrune
 from audit.selectors import statistics
 from audit.verification import last_verification, record_verification
-from leads.crm.models import CrmCall
-from leads.followups.models import Enrollment, OutboundEmail
-from leads.followups.services import REPLIED, UNSUBSCRIBED
-from leads.models import Lead
+from leads.models import Lead, LeadSource
+from orchestrator.dashboard import figures
+from orchestrator.monitoring.reports.kinds import REPORT_KINDS
 from orchestrator.monitoring.reports.models import ReportKind
 from orchestrator.monitoring.spikes import SpikeRule, spike_indexes
 
@@ -56,7 +56,7 @@ class Kpi:
         """Relative change against the previous period, or None when there is nothing to compare."""
         if self.previous in (None, 0):
             return None
-        return (self.value - self.previous) / self.previous  # type: ignore[operator]
+        return (self.value - self.previous) / self.previous
 
 
 @dataclass
@@ -113,42 +113,31 @@ def last_complete_day(kind: str, today: date) -> date:
 
 
 # --- shared figures ----------------------------------------------------------------------
+# Every number is a figure of orchestrator.dashboard.figures, the one definition the
+# dashboard and the alerts share; the report only rounds rates to percent.
 
 
 def _pipeline_counts(since: datetime, until: datetime) -> dict[str, int]:
-    leads = Lead.objects.filter(created_at__gte=since, created_at__lt=until).aggregate(
-        ingested=Count("id"),
-        qualified=Count("id", filter=Q(status=Lead.Status.QUALIFIED)),
-        routed=Count("id", filter=Q(owner__isnull=False) | Q(team__isnull=False)),
-    )
-    crm = CrmCall.objects.filter(created_at__gte=since, created_at__lt=until).aggregate(
-        ok=Count("id", filter=Q(outcome=CrmCall.Outcome.OK)),
-        failed=Count(
-            "id", filter=Q(outcome__in=[CrmCall.Outcome.TRANSIENT, CrmCall.Outcome.PERMANENT])
-        ),
-        retried=Count("id", filter=Q(outcome=CrmCall.Outcome.RETRY)),
-    )
-    by_type = statistics(since=since, until=until).by_type
-    errors = AuditEvent.objects.filter(timestamp__gte=since, timestamp__lt=until).exclude(
-        fingerprint=""
-    )
+    figure = figures.summary(start=since, end=until)
     return {
-        **leads,
-        "crm_ok": crm["ok"],
-        "crm_failed": crm["failed"],
-        "crm_retried": crm["retried"],
-        "emails_sent": OutboundEmail.objects.filter(sent_at__gte=since, sent_at__lt=until).count(),
-        "replies": by_type.get("email_replied", 0),
-        "bounces": by_type.get("email_bounced", 0),
-        "unsubscribes": Enrollment.objects.filter(
-            finished_at__gte=since, finished_at__lt=until, cancel_reason=UNSUBSCRIBED
-        ).count(),
-        "errors": errors.count(),
+        "ingested": figure.leads,
+        "qualified": figure.qualified,
+        "routed": figure.routed,
+        "crm_ok": figure.crm.ok,
+        "crm_failed": figure.crm.failed,
+        "emails_sent": figure.emails_sent,
+        "opens": figure.opens,
+        "clicks": figure.clicks,
+        "replies": figure.replies,
+        "bounces": figure.bounces,
+        "unsubscribes": figure.unsubscribes,
+        "errors": figure.errors,
     }
 
 
 def _rate(part: int, whole: int) -> float:
-    return round(100 * part / whole, 1) if whole else 0.0
+    rate = figures.ratio(part, whole)
+    return round(100 * rate, 1) if rate is not None else 0.0
 
 
 def _kpis(now: dict[str, int], before: dict[str, int] | None) -> list[Kpi]:
@@ -158,7 +147,9 @@ def _kpis(now: dict[str, int], before: dict[str, int] | None) -> list[Kpi]:
     def prev_rate(a: str, b: str) -> float | None:
         return _rate(before[a], before[b]) if before else None
 
-    crm_total = now["crm_ok"] + now["crm_failed"]
+    def crm_rate(f: dict[str, int]) -> float:
+        return _rate(f["crm_ok"], f["crm_ok"] + f["crm_failed"])
+
     return [
         Kpi("Leads", now["ingested"], prev("ingested")),
         Kpi(
@@ -169,8 +160,8 @@ def _kpis(now: dict[str, int], before: dict[str, int] | None) -> list[Kpi]:
         ),
         Kpi(
             "CRM sync success %",
-            _rate(now["crm_ok"], crm_total),
-            _rate(before["crm_ok"], before["crm_ok"] + before["crm_failed"]) if before else None,
+            crm_rate(now),
+            crm_rate(before) if before else None,
             percent=True,
         ),
         Kpi("Emails sent", now["emails_sent"], prev("emails_sent")),
@@ -180,33 +171,24 @@ def _kpis(now: dict[str, int], before: dict[str, int] | None) -> list[Kpi]:
 
 
 def _leads_by_source(since: datetime, until: datetime) -> Table:
-    rows = (
-        Lead.objects.filter(created_at__gte=since, created_at__lt=until)
-        .values("source__name")
-        .annotate(
-            total=Count("id"),
-            qualified=Count("id", filter=Q(status=Lead.Status.QUALIFIED)),
-            disqualified=Count("id", filter=Q(status=Lead.Status.DISQUALIFIED)),
-            replied=Count("id", filter=Q(enrollments__cancel_reason=REPLIED), distinct=True),
-            avg_score=Avg("score"),
-        )
-        .order_by("-total", "source__name")
-    )
+    counts = figures.funnel_counts(start=since, end=until, group_by="source")
+    names = dict(LeadSource.objects.filter(pk__in=list(counts)).values_list("pk", "name"))
+    rows = sorted(counts.items(), key=lambda item: (-item[1]["ingested"], names[item[0]]))
     return Table(
         "leads_by_source",
         "Leads by source",
         ["Source", "Leads", "Qualified", "Qualified %", "Disqualified", "Replied %", "Avg score"],
         [
             [
-                r["source__name"],
-                r["total"],
+                names[pk],
+                r["ingested"],
                 r["qualified"],
-                _rate(r["qualified"], r["total"]),
-                r["disqualified"],
-                _rate(r["replied"], r["total"]),
-                round(r["avg_score"], 1) if r["avg_score"] is not None else "",
+                _rate(r["qualified"], r["ingested"]),
+                r.disqualified,
+                _rate(r["replied"], r["ingested"]),
+                round(r.avg_score, 1) if r.avg_score is not None else "",
             ]
-            for r in rows
+            for pk, r in rows
         ],
     )
 
@@ -251,6 +233,12 @@ def _error_groups(since: datetime, until: datetime, limit: int = 20) -> Table:
     )
 
 
+def _errors_hourly(since: datetime, until: datetime) -> list[int]:
+    by_hour = figures.errors_by_hour(start=since, end=until)
+    hours = int((until - since).total_seconds() // 3600)
+    return [by_hour.get(since + timedelta(hours=h), 0) for h in range(hours)]
+
+
 def _hourly(since: datetime, until: datetime, qs: Any, field_name: str) -> list[int]:
     hours = int((until - since).total_seconds() // 3600)
     counts = [0] * hours
@@ -283,13 +271,7 @@ def build_daily(start: date, end: date) -> Report:
         Kpi("Bounces", now["bounces"]),
     ]
     report.tables.append(_leads_by_source(since, until))
-    status = Counter(
-        dict(
-            Lead.objects.filter(created_at__gte=since, created_at__lt=until)
-            .values_list("status")
-            .annotate(n=Count("id"))
-        )
-    )
+    status = figures.leads_by_status(start=since, end=until)
     report.tables.append(
         Table(
             "qualification",
@@ -301,32 +283,11 @@ def build_daily(start: date, end: date) -> Report:
     report.tables.append(
         Table(
             "crm_sync",
-            "CRM sync",
+            "CRM sync (HTTP calls per connection)",
             ["Connection", "Calls", "OK", "Retried", "Failed", "Avg latency (ms)"],
             [
-                [
-                    r["connection__name"],
-                    r["calls"],
-                    r["ok"],
-                    r["retried"],
-                    r["failed"],
-                    round(r["avg"] or 0),
-                ]
-                for r in CrmCall.objects.filter(created_at__gte=since, created_at__lt=until)
-                .values("connection__name")
-                .annotate(
-                    calls=Count("id"),
-                    ok=Count("id", filter=Q(outcome=CrmCall.Outcome.OK)),
-                    retried=Count("id", filter=Q(outcome=CrmCall.Outcome.RETRY)),
-                    failed=Count(
-                        "id",
-                        filter=Q(
-                            outcome__in=[CrmCall.Outcome.TRANSIENT, CrmCall.Outcome.PERMANENT]
-                        ),
-                    ),
-                    avg=Avg("latency_ms"),
-                )
-                .order_by("connection__name")
+                [c.connection, c.calls, c.ok, c.retried, c.failed, round(c.avg_ms or 0)]
+                for c in figures.crm_calls(start=since, end=until)
             ],
         )
     )
@@ -338,10 +299,8 @@ def build_daily(start: date, end: date) -> Report:
             [
                 [
                     now["emails_sent"],
-                    OutboundEmail.objects.filter(opened_at__gte=since, opened_at__lt=until).count(),
-                    OutboundEmail.objects.filter(
-                        clicked_at__gte=since, clicked_at__lt=until
-                    ).count(),
+                    now["opens"],
+                    now["clicks"],
                     now["replies"],
                     now["bounces"],
                     now["unsubscribes"],
@@ -353,12 +312,11 @@ def build_daily(start: date, end: date) -> Report:
     # Spikes: each hour of the day against the hours before it (the previous day
     # gives the first hours their baseline).
     rule = SpikeRule(
-        k=getattr(settings, "DASHBOARD_SPIKE_K", 3.0),
-        min_count=getattr(settings, "DASHBOARD_SPIKE_MIN_COUNT", 5),
+        k=settings.DASHBOARD_SPIKE_K,
+        min_count=settings.DASHBOARD_SPIKE_MIN_COUNT,
         window=24,
     )
-    errors_qs = AuditEvent.objects.exclude(fingerprint="")
-    hours = _hourly(since - timedelta(days=1), until, errors_qs, "timestamp")
+    hours = _errors_hourly(since - timedelta(days=1), until)
     spikes = sorted(i - 24 for i in spike_indexes(hours, rule) if i >= 24)
     report.tables.append(
         Table(
@@ -408,42 +366,28 @@ def build_weekly(start: date, end: date) -> Report:
         )
     )
     report.tables.append(_leads_by_source(since, until))
-    cohort = Lead.objects.filter(created_at__gte=since, created_at__lt=until)
-    funnel = cohort.aggregate(
-        ingested=Count("id", distinct=True),
-        qualified=Count("id", filter=Q(status=Lead.Status.QUALIFIED), distinct=True),
-        routed=Count("id", filter=Q(owner__isnull=False) | Q(team__isnull=False), distinct=True),
-        synced=Count("id", filter=Q(crm_records__external_id__gt=""), distinct=True),
-        emailed=Count("id", filter=Q(enrollments__emails__status="sent"), distinct=True),
-        replied=Count("id", filter=Q(enrollments__cancel_reason=REPLIED), distinct=True),
-    )
-    stages = list(funnel.items())
+    stages = figures.funnel(start=since, end=until)
     report.tables.append(
         Table(
             "funnel",
-            "Funnel (leads created this week)",
+            "Funnel (leads created this week; each stage within the one before)",
             ["Stage", "Leads", "% of previous stage", "% of ingested"],
             [
                 [
-                    name.capitalize(),
-                    n,
-                    _rate(n, stages[i - 1][1]) if i else 100.0,
-                    _rate(n, stages[0][1]),
+                    stage.key.replace("_", " ").capitalize(),
+                    stage.count,
+                    _rate(stage.count, stages[i - 1].count) if i else 100.0,
+                    _rate(stage.count, stages[0].count),
                 ]
-                for i, (name, n) in enumerate(stages)
+                for i, stage in enumerate(stages)
             ],
         )
     )
-    owners = (
-        cohort.filter(owner__isnull=False)
-        .values("owner__username")
-        .annotate(
-            leads=Count("id", distinct=True),
-            qualified=Count("id", filter=Q(status=Lead.Status.QUALIFIED), distinct=True),
-            replied=Count("id", filter=Q(enrollments__cancel_reason=REPLIED), distinct=True),
-            avg_score=Avg("score"),
-        )
-        .order_by("-leads", "owner__username")
+    owners = figures.funnel_counts(start=since, end=until, group_by="owner")
+    owners.pop(None, None)  # unrouted leads have no owner row
+    User = get_user_model()
+    usernames = dict(
+        User.objects.filter(pk__in=list(owners)).values_list("pk", User.USERNAME_FIELD)
     )
     report.tables.append(
         Table(
@@ -452,13 +396,15 @@ def build_weekly(start: date, end: date) -> Report:
             ["Owner", "Leads", "Qualified", "Replied", "Avg score"],
             [
                 [
-                    r["owner__username"],
-                    r["leads"],
+                    usernames[pk],
+                    r["ingested"],
                     r["qualified"],
                     r["replied"],
-                    round(r["avg_score"], 1) if r["avg_score"] is not None else "",
+                    round(r.avg_score, 1) if r.avg_score is not None else "",
                 ]
-                for r in owners
+                for pk, r in sorted(
+                    owners.items(), key=lambda item: (-item[1]["ingested"], usernames[item[0]])
+                )
             ],
         )
     )
@@ -526,8 +472,6 @@ def build_monthly(
 ) -> Report:
     """`recorded_integrity`: show the last recorded verification instead of verifying
     the whole trail now (the dashboard; the sent report verifies)."""
-    from audit.integrity import verify as verify_trail
-
     since, until = _dt(start), _dt(end)
     report = Report(ReportKind.MONTHLY, start, end)
     stats = statistics(since=since, until=until)
@@ -645,17 +589,10 @@ def build_monthly(
     return report
 
 
-BUILDERS = {
-    ReportKind.DAILY: build_daily,
-    ReportKind.WEEKLY: build_weekly,
-    ReportKind.MONTHLY: build_monthly,
-}
-
-
 def build_report(kind: str, on: date, *, recorded_integrity: bool = False) -> Report:
     """The report of `kind` for the period containing `on`; `recorded_integrity` as for
     build_monthly (other kinds have no integrity section)."""
     start, end = report_period(kind, on)
     if kind == ReportKind.MONTHLY:
         return build_monthly(start, end, recorded_integrity=recorded_integrity)
-    return BUILDERS[ReportKind(kind)](start, end)
+    return REPORT_KINDS.load(kind)(start, end)

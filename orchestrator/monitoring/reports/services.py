@@ -15,7 +15,8 @@ from orchestrator.monitoring.reports.builders import (
     last_complete_day,
     report_period,
 )
-from orchestrator.monitoring.reports.models import ReportKind, ReportSend
+from orchestrator.monitoring.reports.kinds import REPORT_KINDS
+from orchestrator.monitoring.reports.models import ReportSend
 from orchestrator.monitoring.reports.render import chart_part, csv_filename, table_csv
 
 
@@ -90,8 +91,8 @@ def report_send(
 ) -> ReportSend:
     """Build and email the `kind` report for the period holding `on` (default: the last
     complete one). Raises ReportAlreadySent for a period already sent, unless `force`."""
-    if kind not in ReportKind.values:
-        raise ReportError(f"unknown report {kind!r}; choose daily, weekly or monthly")
+    if kind not in REPORT_KINDS:
+        raise ReportError(f"unknown report {kind!r}; choose {', '.join(REPORT_KINDS)}")
     today = timezone.now().date()
     on = on or last_complete_day(kind, today)
     start, end = report_period(kind, on)

@@ -19,7 +19,7 @@ CONTACTS = "/crm/v3/objects/contacts"
 
 
 def test_the_app_registers_the_step():
-    assert STEP_KINDS["crm_sync"] == "leads.crm.steps.CrmSyncStep"
+    assert STEP_KINDS.path("crm_sync") == "leads.crm.steps.CrmSyncStep"
     assert step_class("crm_sync") is CrmSyncStep
 
 

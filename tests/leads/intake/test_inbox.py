@@ -291,10 +291,12 @@ def reply_handler(message, context):
     return None
 
 
-def test_a_handler_ahead_of_the_lead_parser_consumes_its_messages(dovecot, source, monkeypatch):
-    monkeypatch.setattr(inbox, "HANDLERS", list(inbox.HANDLERS))
-    inbox.register_handler("tests.leads.intake.test_inbox.reply_handler")
-    assert inbox.HANDLERS[-1] == inbox.LEAD_HANDLER
+def test_a_handler_ahead_of_the_lead_parser_consumes_its_messages(dovecot, source, request):
+    inbox.register_handler(
+        "test_reply", "Test reply", "tests.leads.intake.test_inbox.reply_handler"
+    )
+    request.addfinalizer(lambda: inbox.HANDLERS.unregister("test_reply"))
+    assert list(inbox.HANDLERS)[-2:] == ["test_reply", inbox.LEAD_HANDLER]
     dovecot.deliver(make_mail(headers={"In-Reply-To": "<sent-1@orchestrator>"}))
     dovecot.deliver(make_mail(message_id="<demo-2@example.com>"))
 

@@ -8,6 +8,7 @@ import time_machine
 from django.core.cache import cache
 from django.urls import reverse
 
+from audit.services import record_event
 from leads.crm.models import CrmCall, CrmConnection, CrmRecord
 from leads.followups.models import Enrollment, OutboundEmail, Sequence, SequenceStep
 from leads.models import Lead, LeadSource
@@ -40,6 +41,9 @@ def make_lead(source, n, *, status="new", owner=None, score=None, days_ago=1):
         score=score,
         created_at=NOW - timedelta(days=days_ago),
     )
+    # As lead_create names it: audit events find their lead by this id.
+    lead.public_id = Lead.format_public_id(lead.pk)
+    lead.save(update_fields=["public_id"])
     return lead
 
 
@@ -95,6 +99,14 @@ def seeded(db, django_user_model):
     enroll(w[1], "unsubscribed", [(s1, True, True)], status="cancelled")
     enroll(c[0], "bounced", [(s1, False, False)], status="cancelled")
     enroll(w[2])
+    # What the inbox and the unsubscribe link record: the figures count these events.
+    answered = NOW - timedelta(days=2) + timedelta(hours=1)
+    reply = {"sequence": "welcome", "sequence_step": 2}
+    record_event(event_type="email_replied", lead=w[0], details=reply, timestamp=answered)
+    bounce = {"sequence": "welcome", "sequence_step": 1}
+    record_event(event_type="email_bounced", lead=c[0], details=bounce, timestamp=answered)
+    unsubscribe = {"sequence": "welcome", "reason": "unsubscribed"}
+    record_event(event_type="email_cancelled", lead=w[1], details=unsubscribe, timestamp=answered)
     pipe = CrmConnection.objects.create(name="pipedrive", kind="webhook")
     for i, (outcome, latency) in enumerate(
         [("ok", 100), ("ok", 200), ("ok", 300), ("retry", 900), ("permanent", 50)]
@@ -136,7 +148,7 @@ def test_funnel_counts_and_rates(seeded, now):
         ("qualified", 3),
         ("routed", 3),
         ("crm_synced", 2),
-        ("emailed", 3),
+        ("emailed", 2),
         ("replied", 1),
     ]
     by_key = {s.key: s for s in stages}
@@ -144,8 +156,10 @@ def test_funnel_counts_and_rates(seeded, now):
     assert by_key["ingested"].from_top == 1
     assert by_key["crm_synced"].from_previous == pytest.approx(2 / 3)
     assert by_key["crm_synced"].from_top == pytest.approx(2 / 6)
-    # Each stage counts on its own: emailed exceeds CRM synced, and says so.
-    assert by_key["emailed"].from_previous == pytest.approx(3 / 2)
+    # Nested: the emailed CSV lead (not qualified) is not in the emailed stage, so
+    # emailed never exceeds CRM synced.
+    assert by_key["emailed"].from_previous == 1
+    assert all(s.from_previous <= 1 for s in stages[1:])
     assert by_key["replied"].percent_of_top == 17
 
 

@@ -10,7 +10,9 @@ from django.urls import reverse
 
 from audit import error_selectors
 from audit.models import AuditEvent
+from audit.selectors import EVENTS
 from audit.services import record_event
+from core.paging import encode_cursor
 from tests.conftest import HTMX
 
 NOW = datetime(2026, 6, 10, 14, 30, tzinfo=UTC)
@@ -54,6 +56,10 @@ def errors(db):
     # Not an error: never grouped.
     record_event(event_type="lead_ingested", lead_id="LEAD-1", timestamp=NOW - timedelta(hours=2))
     return {"a_old": a_old, "a": a, "b": b}
+
+
+def errors_by_pk(pk: str) -> AuditEvent:
+    return AuditEvent.objects.get(pk=pk)
 
 
 @pytest.fixture(autouse=True)
@@ -204,10 +210,12 @@ def test_group_page_pages_occurrences_by_keyset(auditor_client, errors, now, mon
     ids = re.findall(r'data-event-id="(\d+)"', first)
     expected = [str(e.pk) for e in [*reversed(errors["a"]), errors["a_old"]]]
     assert ids == expected[:3]
-    cursor = re.search(r'id="next-page" href="\?([^"]+)"', first).group(1).replace("&amp;", "&")
-    assert f"cursor={expected[2]}" in cursor
+    href = re.search(r'id="next-page" href="([^"]+)"', first).group(1).replace("&amp;", "&")
+    assert href.startswith(reverse("error-detail", args=[fp]) + "?")
+    # The cursor names the last row shown (core.paging's one format).
+    assert f"cursor={encode_cursor(EVENTS.position(errors_by_pk(expected[2])))}" in href
 
-    second = auditor_client.get(reverse("error-detail", args=[fp]) + "?" + cursor, **HTMX)
+    second = auditor_client.get(href, **HTMX)
     body = second.content.decode()
     assert "<html" not in body and body.lstrip().startswith('<section id="occurrences"')
     assert re.findall(r'data-event-id="(\d+)"', body) == expected[3:]
@@ -228,11 +236,13 @@ def test_unknown_fingerprint_is_404(auditor_client, errors, fingerprint):
     assert auditor_client.get(reverse("error-detail", args=[fingerprint])).status_code == 404
 
 
+# Old cursors (an event id) are refused like any other: the page says to start again.
 @pytest.mark.parametrize("cursor", ["abc", "999999"])
 def test_bad_cursor_is_400(auditor_client, errors, now, cursor):
     fp = errors["a"][0].fingerprint
     response = auditor_client.get(reverse("error-detail", args=[fp]) + f"?cursor={cursor}")
     assert response.status_code == 400
+    assert "is not a position in this list" in response.content.decode()
 
 
 def test_events_without_errors_have_no_fingerprint(errors):

@@ -179,7 +179,7 @@ def test_filters_keep_their_values_in_the_form(auditor_client, crowd):
         ({"q": "a"}, "q: Ensure this value has at least 2 characters"),
         ({"q": "a" * 101}, "q: Ensure this value has at most 100 characters"),
         ({"created": "forever"}, "created: Select a valid choice"),
-        ({"cursor": "yesterday"}, "is not a page position of this list"),
+        ({"cursor": "yesterday"}, "is not a position in this list"),
         ({"range": "forever"}, "range must be one of"),
     ],
 )

@@ -15,6 +15,7 @@ from audit.integrity import seal_all
 from audit.models import AuditEvent
 from audit.services import record_event
 from core.periods import period_from_query
+from leads.followups.models import Enrollment, OutboundEmail, Sequence, SequenceStep
 from leads.models import Lead, LeadSource
 from leads.workflows.models import Workflow, WorkflowRun
 from orchestrator.dashboard.charts import SPIKE_COLOUR
@@ -46,6 +47,28 @@ def lead(source: LeadSource, at: datetime, status: str = "new") -> Lead:
     n = Lead.objects.count() + 1
     return Lead.objects.create(
         source=source, email=f"p{n}@acme.example", status=status, created_at=at
+    )
+
+
+def sent_email(at: datetime) -> OutboundEmail:
+    """A follow-up email sent at `at`, to a lead created long before either period."""
+    sequence, _ = Sequence.objects.get_or_create(slug="welcome", defaults={"name": "Welcome"})
+    step, _ = SequenceStep.objects.get_or_create(
+        sequence=sequence, position=1, defaults={"subject_template": "s", "text_template": "t"}
+    )
+    source, _ = LeadSource.objects.get_or_create(
+        slug="old", defaults={"name": "Old", "kind": "csv"}
+    )
+    old = lead(source, NOW - timedelta(days=100))
+    enrollment = Enrollment.objects.create(lead=old, sequence=sequence, status="completed")
+    return OutboundEmail.objects.create(
+        enrollment=enrollment,
+        step=step,
+        message_id=f"<{old.pk}@x>",
+        recipient=old.email,
+        status="sent",
+        due_at=at,
+        sent_at=at,
     )
 
 
@@ -117,11 +140,14 @@ def seeded(web_source):
         lead(web_source, now, status)
     for status in ["qualified", "new"]:
         lead(web_source, before, status)
+    # Emails sent are the email rows sent in the period (not email_sent events).
     for _ in range(3):
-        event("email_sent", now)
+        sent_email(now)
     for _ in range(2):
-        event("email_sent", before)
-    event("email_replied", now)
+        sent_email(before)
+    # Replies are leads that replied: the second reply of LEAD-000001 adds nothing.
+    event("email_replied", now, lead_id="LEAD-000001")
+    event("email_replied", now, lead_id="LEAD-000001")
     event("crm_create", now)
     event("crm_create", now)
     event("crm_update", now)
@@ -133,9 +159,9 @@ def seeded(web_source):
     # Most of it sealed into the rollups, the rest still in the unsealed tail.
     seal_all()
     event("error", now - timedelta(hours=1), details={"stage": "qualify_route"})
-    event("email_sent", now + timedelta(minutes=5))
+    sent_email(now + timedelta(minutes=5))
     # Outside both periods: must not count.
-    event("email_sent", NOW - timedelta(days=15))
+    sent_email(NOW - timedelta(days=15))
     event("error", NOW - timedelta(days=15))
 
 
@@ -187,7 +213,7 @@ def test_rates_without_a_denominator_show_a_dash(auditor_client):
 
 def test_aggregates_are_cached_for_a_minute(auditor_client, web_source, clock):
     assert kpi_map(auditor_client.get(URL))["emails_sent"].value == 0
-    event("email_sent", NOW - timedelta(hours=1))
+    sent_email(NOW - timedelta(hours=1))
     assert kpi_map(auditor_client.get(URL))["emails_sent"].value == 0
     clock.shift(timedelta(seconds=61))
     assert kpi_map(auditor_client.get(URL))["emails_sent"].value == 1

@@ -2,7 +2,11 @@
 
 import io
 import json
+import os
+import subprocess
+import sys
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -89,6 +93,19 @@ def test_bench_prints_every_row_and_its_writes_land(audit_mirror_path):
     assert report.ok
     assert report.events_checked == total
     assert report.unsealed == 0
+
+
+@pytest.mark.django_db(transaction=False)
+def test_the_writer_entry_point_imports_before_django_is_set_up():
+    # A spawned writer unpickles its entry point before django.setup(): importing
+    # its module must not import a model (AppRegistryNotReady would kill every writer).
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    code = "import orchestrator.devtools.bench_writer"
+    root = Path(__file__).resolve().parents[3]
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
 
 
 def test_reuse_skips_the_fill_and_json_has_the_results():

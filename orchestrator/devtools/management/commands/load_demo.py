@@ -1,3 +1,4 @@
+import importlib.util
 from typing import Any
 
 from django.conf import settings
@@ -23,10 +24,8 @@ class Command(BaseCommand):
             raise CommandError("load_demo creates known logins; it runs only with DEBUG=true")
         if options["days"] < 1 or options["per_day"] < 2:
             raise CommandError("--days must be at least 1 and --per-day at least 2")
-        try:
-            import time_machine  # noqa: F401
-        except ImportError:
-            raise CommandError("load_demo needs the dev extras: pip install -e '.[dev]'") from None
+        if importlib.util.find_spec("time_machine") is None:
+            raise CommandError("load_demo needs the dev extras: pip install -e '.[dev]'")
         for login in ensure_demo_users():
             what = "superuser" if login.role == "superuser" else f"user ({login.role})"
             self.stdout.write(

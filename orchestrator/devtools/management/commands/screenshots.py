@@ -92,6 +92,7 @@ class Command(BaseCommand):
                 "(`make screenshots` makes one under var/)"
             )
         try:
+            # A dev extra: imported here, so that without it this is a CommandError.
             from playwright.sync_api import sync_playwright
         except ImportError:
             raise CommandError(

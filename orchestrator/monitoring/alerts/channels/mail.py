@@ -44,7 +44,7 @@ class EmailChannel(BaseChannel):
         message = EmailMultiAlternatives(
             subject=notice.title[:250],
             body=render_to_string("alerts/notice.txt", context),
-            from_email=getattr(settings, "ALERTS_FROM_EMAIL", "") or None,
+            from_email=settings.ALERTS_FROM_EMAIL or None,
             to=addresses(self.channel.target),
             headers={
                 # Threads the opened and resolved notices of one incident together.
@@ -57,7 +57,7 @@ class EmailChannel(BaseChannel):
 
     def send(self, notice: Notice) -> None:
         message = self.message(notice)
-        mailer = mailers[getattr(settings, "ALERTS_MAILER", "default")]
+        mailer = mailers[settings.ALERTS_MAILER]
         try:
             mailer.send_messages([message])
         except smtplib.SMTPRecipientsRefused as exc:

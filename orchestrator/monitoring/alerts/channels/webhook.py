@@ -27,8 +27,6 @@ and 5xx; what still fails is retried on later check_alerts passes. Any other
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import time
 from typing import Any
@@ -38,10 +36,9 @@ import requests
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import URLValidator
-from tenacity import Retrying, retry_if_exception, stop_after_attempt
-from tenacity.wait import wait_exponential_jitter
 
-from leads.crm.base import parse_retry_after
+from core import signing
+from core.retry import parse_retry_after, retrying
 from orchestrator.monitoring.alerts.channels import BaseChannel, ChannelError, Notice
 
 SIGNATURE_HEADER = "X-Orchestrator-Signature"
@@ -57,13 +54,12 @@ def sleep(seconds: float) -> None:
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
-    signed = timestamp.encode() + b"." + body
-    return "sha256=" + hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
+    return signing.sign(secret, body, timestamp=timestamp)
 
 
 def verify(secret: str, timestamp: str, body: bytes, signature: str) -> bool:
     """What a receiver runs (and the tests do): constant-time comparison."""
-    return hmac.compare_digest(sign(secret, timestamp, body), signature)
+    return signing.verify(secret, body, signature, timestamp=timestamp)
 
 
 class _HttpChannel(BaseChannel):
@@ -86,17 +82,18 @@ class _HttpChannel(BaseChannel):
         return {}
 
     def send(self, notice: Notice) -> None:
-        attempts = int(getattr(settings, "ALERTS_HTTP_ATTEMPTS", 3))
-        backoff = float(getattr(settings, "ALERTS_HTTP_BACKOFF", 0.5))
-        retrying = Retrying(
-            retry=retry_if_exception(lambda e: isinstance(e, ChannelError) and not e.permanent),
-            stop=stop_after_attempt(max(attempts, 1)),
-            wait=wait_exponential_jitter(multiplier=backoff, max=10 * backoff, jitter=backoff),
+        backoff = settings.ALERTS_HTTP_BACKOFF
+        policy = retrying(
+            transient=lambda e: isinstance(e, ChannelError) and not e.permanent,
+            attempts=settings.ALERTS_HTTP_ATTEMPTS,
+            base=backoff,
+            cap=10 * backoff,
+            # No max_retry_after: a Retry-After is honoured between passes
+            # (services.retry_delay), not by sleeping inside this one.
             # Looked up at call time so tests can replace webhook.sleep.
             sleep=lambda seconds: sleep(seconds),
-            reraise=True,
         )
-        retrying(self._post, notice)
+        policy(self._post, notice)
 
     def _post(self, notice: Notice) -> None:
         now = int(time.time())
@@ -108,7 +105,7 @@ class _HttpChannel(BaseChannel):
             "User-Agent": USER_AGENT,
             **self.headers(notice, timestamp, body),
         }
-        timeout = float(getattr(settings, "ALERTS_HTTP_TIMEOUT", 10))
+        timeout = settings.ALERTS_HTTP_TIMEOUT
         url = self.channel.target
         where = urlsplit(url).netloc
         try:

@@ -9,6 +9,7 @@ from django_tasks_db.models import DBTaskResult, get_date_max
 
 from audit.models import AuditEvent
 from audit.services import record_event
+from leads.crm.base import CrmError
 from leads.crm.models import CrmCall, CrmConnection
 from leads.models import LeadSource
 from leads.workflows.models import Workflow
@@ -20,7 +21,7 @@ pytestmark = pytest.mark.django_db
 
 
 def evaluate(kind: str, **overrides):
-    return rules.EVALUATORS[kind](params.resolve(kind, overrides), NOW)
+    return params.evaluator(kind)(params.resolve(kind, overrides), NOW)
 
 
 # --- error_spike ---------------------------------------------------------------------
@@ -94,31 +95,42 @@ def test_new_error_group_caps_a_flood_of_groups():
 # --- crm_failures ------------------------------------------------------------------------
 
 
-def call(connection, outcome, at, **fields):
-    return CrmCall.objects.create(
-        connection=connection,
-        operation="upsert",
-        method="POST",
-        path="/contacts",
-        outcome=outcome,
-        latency_ms=10,
-        created_at=at,
-        error=fields.pop("error", "POST /contacts returned 503"),
-        **fields,
+def failed_sync(connection, at, message="POST /contacts returned 503"):
+    # As leads.crm.services records a failed sync.
+    return record_event(
+        event_type="error",
+        exc=CrmError(message),
+        details={"stage": "crm_sync", "connection": connection.name, "gave_up": False},
+        timestamp=at,
     )
 
 
-def test_crm_failures_counts_calls_that_failed_for_good_per_connection():
+def test_crm_failures_counts_failed_syncs_per_connection():
     hub = CrmConnection.objects.create(name="hubspot", kind="hubspot")
     pipe = CrmConnection.objects.create(name="pipedrive", kind="pipedrive")
     recent = NOW - timedelta(minutes=10)
     for _ in range(2):
-        call(hub, CrmCall.Outcome.TRANSIENT, recent)
-    call(hub, CrmCall.Outcome.PERMANENT, recent + timedelta(minutes=1), error="400 bad email")
-    call(hub, CrmCall.Outcome.RETRY, recent)  # retried, so not a failure yet
-    call(hub, CrmCall.Outcome.OK, recent)
-    call(pipe, CrmCall.Outcome.PERMANENT, recent)
-    call(pipe, CrmCall.Outcome.PERMANENT, NOW - timedelta(hours=3))  # outside the window
+        failed_sync(hub, recent)
+    failed_sync(hub, recent + timedelta(minutes=1), message="400 bad email")
+    record_event(event_type="crm_create", details={"connection": "hubspot"}, timestamp=recent)
+    # A failed HTTP call retried inside a sync that then worked is no failed sync.
+    CrmCall.objects.create(
+        connection=hub,
+        operation="upsert",
+        method="POST",
+        path="/contacts",
+        outcome=CrmCall.Outcome.TRANSIENT,
+        latency_ms=10,
+        created_at=recent,
+    )
+    record_event(
+        event_type="error",
+        exc=RuntimeError("not a CRM sync"),
+        details={"stage": "qualify_route"},
+        timestamp=recent,
+    )
+    failed_sync(pipe, recent)
+    failed_sync(pipe, NOW - timedelta(hours=3))  # outside the window
     found = evaluate("crm_failures", threshold=3, window_minutes=60)
     assert list(found) == ["hubspot"]
     assert found["hubspot"].details["failures"] == 3

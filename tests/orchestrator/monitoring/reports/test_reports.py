@@ -127,13 +127,22 @@ def test_periods_are_whole_utc_days_weeks_and_months():
 
 @pytest.mark.django_db
 def test_daily_report_content(seeded_day):
+    # CRM sync success counts syncs (their audit events), not HTTP calls: 3 of 4.
+    for _ in range(3):
+        record_event(event_type="crm_create", timestamp=at(DAY, 10))
+    record_event(
+        event_type="error",
+        exc=other("late"),
+        details={"stage": "crm_sync", "connection": "hubspot"},
+        timestamp=at(DAY, 10),
+    )
     report = build_report("daily", DAY)
     kpis = {k.label: k for k in report.kpis}
     assert kpis["Leads"].value == 4 and kpis["Leads"].previous == 4
     assert kpis["Qualification rate %"].value == 50.0
     assert kpis["CRM sync success %"].value == 75.0
     assert kpis["CRM failures"].value == 1
-    assert kpis["Errors"].value == 13 and kpis["Errors"].previous == 12
+    assert kpis["Errors"].value == 14 and kpis["Errors"].previous == 12
     assert table(report, "leads_by_source").rows == [
         ["Website", 3, 2, 66.7, 0, 0.0, 56.7],
         ["Trade fair", 1, 0, 0.0, 1, 0.0, 0.0],
@@ -325,6 +334,7 @@ def test_the_dashboards_monthly_report_shows_the_last_verification(
 ):
     url = reverse("report-detail", args=["monthly", "2026-11-18"])
     import audit.integrity
+    from orchestrator.monitoring.reports import builders
 
     def no_verify(**kwargs):
         raise AssertionError("the dashboard must not verify the trail on a view")
@@ -336,6 +346,7 @@ def test_the_dashboards_monthly_report_shows_the_last_verification(
         call_command("verify_audit", stdout=out)
         assert "Audit trail verified." in out.getvalue()
     monkeypatch.setattr(audit.integrity, "verify", no_verify)
+    monkeypatch.setattr(builders, "verify_trail", no_verify)
     # The month's report is cached, but a new verification shows at once.
     with time_machine.travel(at(DAY + timedelta(days=20), 9, 1), tick=False):
         body = auditor_client.get(url).content.decode()

@@ -16,6 +16,7 @@ from orchestrator.monitoring.reports.builders import (
     last_complete_day,
     report_period,
 )
+from orchestrator.monitoring.reports.kinds import REPORT_KINDS
 from orchestrator.monitoring.reports.models import ReportKind, ReportSend
 from orchestrator.monitoring.reports.render import report_zip
 
@@ -26,7 +27,7 @@ REPORT_CACHE_SECONDS = 60
 
 
 def _kind_and_day(kind: str, day: str) -> tuple[str, date]:
-    if kind not in ReportKind.values:
+    if kind not in REPORT_KINDS:
         raise Http404("no such report")
     try:
         on = date.fromisoformat(day)
@@ -73,7 +74,7 @@ def _report(kind: str, on: date) -> Report:
         return cached
     report = build_report(kind, on, recorded_integrity=True)
     for chart in report.charts:
-        chart.svg = bar_chart(  # type: ignore[attr-defined]
+        chart.svg = bar_chart(
             labels=chart.labels,
             series=[Series(name, values) for name, values in chart.series.items()],
             title=chart.title,

@@ -1,0 +1,99 @@
+"""Follow-up sequences: enroll a lead, send what is due, stop, track engagement.
+
+Sending is at most once. Each email is claimed with a conditional UPDATE
+(pending -> sending) that commits before the SMTP conversation starts, so two
+senders never both get it. What happens next:
+
+- the server accepted it: sent, email_sent, the next step is scheduled;
+- the server could not be reached, or refused it with a reply code (4xx, or
+  5xx for the sender or the data): nothing was delivered, so it goes back to
+  pending with a later due_at (until FOLLOWUPS_MAX_ATTEMPTS);
+- the server refused the recipient for good (5xx on RCPT): failed, and the
+  enrollment is cancelled ("rejected");
+- the connection broke or timed out mid-conversation, or the sender crashed:
+  the row stays in `sending`, because the message may have been delivered.
+  Such rows are visible (admin, `send_followups --requeue-stale`) and are put
+  back only by hand, accepting a possible duplicate; a follow-up sent twice
+  is worse than one an operator has to look at.
+
+The code lives in one module of this package per part (conf, enrollment, stopping,
+rendering, sending, tracking); this module is their public surface.
+"""
+
+from leads.followups import tokens
+from leads.followups.services.conf import (
+    BOUNCED,
+    DISQUALIFIED,
+    MAILER,
+    MANUAL,
+    REJECTED,
+    REPLIED,
+    SUPPRESSED,
+    SUPPRESSING_REASONS,
+    UNSUBSCRIBED,
+    URLCONF,
+    base_url,
+    link,
+    max_attempts,
+    message_id_domain,
+    retry_delay,
+)
+from leads.followups.services.enrollment import SequenceError, enroll, is_suppressed
+from leads.followups.services.rendering import Rendered, build_message, render_email
+from leads.followups.services.sending import (
+    SendSummary,
+    claim_next,
+    default_worker_id,
+    requeue,
+    send_claimed,
+    send_due,
+    stale_sending,
+)
+from leads.followups.services.stopping import (
+    cancel,
+    cancel_lead,
+    lead_disqualified,
+    sequence_cancel_by_hand,
+    unsubscribe,
+)
+from leads.followups.services.tracking import NotTracked, record_click, record_open
+
+__all__ = [
+    "BOUNCED",
+    "DISQUALIFIED",
+    "MAILER",
+    "MANUAL",
+    "REJECTED",
+    "REPLIED",
+    "SUPPRESSED",
+    "SUPPRESSING_REASONS",
+    "UNSUBSCRIBED",
+    "URLCONF",
+    "NotTracked",
+    "Rendered",
+    "SendSummary",
+    "SequenceError",
+    "base_url",
+    "build_message",
+    "cancel",
+    "cancel_lead",
+    "claim_next",
+    "default_worker_id",
+    "enroll",
+    "is_suppressed",
+    "lead_disqualified",
+    "link",
+    "max_attempts",
+    "message_id_domain",
+    "record_click",
+    "record_open",
+    "render_email",
+    "requeue",
+    "retry_delay",
+    "send_claimed",
+    "send_due",
+    "sequence_cancel_by_hand",
+    "stale_sending",
+    "tokens",
+    "unsubscribe",
+]
