@@ -13,10 +13,9 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from audit.services import audit_context
-from leads import services as lead_services
-from leads.crm.services import crm_connections_for, crm_retry_lead
+from leads import actions
+from leads.crm.services import crm_connections_for
 from leads.followups.models import Enrollment
-from leads.followups.services import sequence_cancel_by_hand
 from leads.models import Lead
 from leads.services import NotApplicable, lead_viewed, requalify_blocker
 from orchestrator.dashboard.access import actor_for, can_act, operator_required, viewer_required
@@ -150,36 +149,19 @@ def _act(request: HttpRequest, public_id: str, action: Callable[[Lead, str], str
     return redirect("lead-detail", public_id=lead.public_id)
 
 
-def _requalify(lead: Lead, actor: str) -> str:
-    result = lead_services.lead_requalify(lead=lead, actor=actor)
-    return f"Re-qualified {lead.public_id}: {result.status}, score {result.score}."
-
-
-def _retry_crm(lead: Lead, actor: str) -> str:
-    records = crm_retry_lead(lead=lead, actor=actor)
-    names = ", ".join(r.connection.name for r in records)
-    return f"CRM sync of {lead.public_id} queued ({names})."
-
-
-def _cancel_sequence(lead: Lead, actor: str) -> str:
-    cancelled = sequence_cancel_by_hand(lead=lead, actor=actor)
-    plural = "s" if cancelled != 1 else ""
-    return f"Cancelled {cancelled} active sequence{plural} of {lead.public_id}."
-
-
 @operator_required
 @require_POST
 def lead_requalify(request: HttpRequest, public_id: str) -> HttpResponse:
-    return _act(request, public_id, _requalify)
+    return _act(request, public_id, actions.requalify)
 
 
 @operator_required
 @require_POST
 def lead_retry_crm(request: HttpRequest, public_id: str) -> HttpResponse:
-    return _act(request, public_id, _retry_crm)
+    return _act(request, public_id, actions.retry_crm)
 
 
 @operator_required
 @require_POST
 def lead_cancel_sequence(request: HttpRequest, public_id: str) -> HttpResponse:
-    return _act(request, public_id, _cancel_sequence)
+    return _act(request, public_id, actions.cancel_sequences)
