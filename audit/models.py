@@ -223,3 +223,20 @@ class IntegrityCheck(models.Model):
 
     def __str__(self) -> str:
         return f"{'OK' if self.ok else 'FAILED'} at {self.checked_at:%Y-%m-%d %H:%M}"
+
+
+class AuditAnchorMark(AppendOnlyModel):
+    """Anchors have been written (audit.anchors): from now on a missing anchor log is
+    an alarm, not an installation that has not anchored yet.
+
+    One row per anchor log the sealer started. It lives in the database so that
+    deleting the log file alone is caught. Append-only through the ORM; no
+    PostgreSQL trigger: it matters only once the file is gone, and whoever can
+    delete the file can as well rewrite it to match.
+    """
+
+    created_at = models.DateTimeField(default=timezone.now)
+    path = models.CharField(max_length=500)
+
+    def __str__(self) -> str:
+        return f"anchor log {self.path} started {self.created_at:%Y-%m-%d %H:%M}"

@@ -24,6 +24,7 @@ from audit.mirror import mirror_events
 from audit.models import AuditEvent
 from audit.signing import canonical_json, event_mac, normalize_json
 from audit.types import ERROR, validate_event_type
+from core.http import client_ip
 
 ACTOR_RE = re.compile(r"^(system|user:[^\s].{0,139}|api:[^\s].{0,139})$")
 
@@ -284,10 +285,12 @@ def record_login_failed(
     """Receiver of django.contrib.auth's user_login_failed: an audit event per failure.
 
     Django has already masked the password in `credentials`; only the username
-    is kept. The IP comes from REMOTE_ADDR (set it from the proxy's header there).
+    is kept. The IP is the client's (core.http.client_ip: behind the proxy, the
+    header it sets). Attempts the login form refuses unchecked (too many
+    failures, orchestrator.accounts) never get here: they would flood the trail.
     """
     username = str(credentials.get("username", ""))[:150]
-    ip = request.META.get("REMOTE_ADDR", "") if request is not None else ""
+    ip = client_ip(request) if request is not None else ""
     record_event(
         event_type="login_failed",
         actor="system",

@@ -15,6 +15,7 @@ decode to values of the key fields' types raises CursorError (a ValueError).
 import base64
 import binascii
 import json
+import math
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -97,13 +98,20 @@ def _untag(raw: Any) -> Any:
         moment = datetime.fromisoformat(text)
         if moment.tzinfo is None:
             raise ValueError("naive datetime")
-        return moment
+        # The cursors written here are in UTC; PostgreSQL refuses offsets beyond 15:59.
+        return moment.astimezone(UTC)
     if tag == "d":
         return date.fromisoformat(text)
     if tag == "dec":
-        return Decimal(text)
+        number = Decimal(text)
+        if not number.is_finite():
+            raise ValueError("not a finite decimal")
+        return number
     if tag == "f":
-        return float(text)
+        real = float(text)
+        if not math.isfinite(real):
+            raise ValueError("not a finite float")
+        return real
     if tag == "uuid":
         return uuid.UUID(text)
     raise ValueError(f"unknown tag {tag!r}")
@@ -136,7 +144,15 @@ def _fits(field: models.Field, value: Any) -> bool:
         return False
     if isinstance(value, int) and not -(2**63) <= value < 2**63:
         return False  # beyond any database integer: an overflow, not a 400, otherwise
+    if isinstance(value, str) and not storable_text(value):
+        return False
     return isinstance(value, expected)
+
+
+def storable_text(value: str) -> bool:
+    """Whether a database can compare `value`: PostgreSQL refuses NUL in text, and a
+    lone surrogate has no UTF-8 encoding on either database."""
+    return "\x00" not in value and not any("\ud800" <= char <= "\udfff" for char in value)
 
 
 @dataclass(frozen=True)
@@ -182,7 +198,14 @@ class Keyset:
             if not isinstance(items, list) or len(items) != len(self.keys):
                 raise ValueError("wrong number of values")
             values = tuple(_untag(item) for item in items)
-        except (binascii.Error, UnicodeDecodeError, ValueError, TypeError, InvalidOperation):
+        except (
+            binascii.Error,
+            UnicodeDecodeError,
+            ValueError,
+            TypeError,
+            InvalidOperation,
+            OverflowError,
+        ):
             raise CursorError(problem) from None
         for (name, _desc), value in zip(self._fields, values, strict=True):
             field = self.model._meta.get_field(name)

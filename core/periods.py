@@ -20,6 +20,10 @@ PRESETS: dict[str, timedelta] = {
 }
 DEFAULT = "7d"
 MAX_CUSTOM = timedelta(days=3 * 366)
+# A custom range lies within these bounds: the trail starts well after the first, and
+# date arithmetic near year 1 or 9999 (a previous period, a bucket's end) overflows.
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
 UNITS: dict[str, timedelta] = {
     "hour": timedelta(hours=1),
     "day": timedelta(days=1),
@@ -118,20 +122,31 @@ def _iso(moment: datetime) -> str:
 
 
 def _parse_bound(value: str, *, field: str, end: bool) -> datetime:
-    """A date (whole day, `until` inclusive) or an ISO datetime (exact)."""
+    """A date (whole day, `until` inclusive) or an ISO datetime (exact), in UTC."""
     value = value.strip()
+    out_of_range = PeriodError(
+        f"{field} must lie between {EARLIEST:%Y-%m-%d} and {LATEST:%Y-%m-%d}, not {value!r}"
+    )
     try:
         if len(value) == 10:
             day = date.fromisoformat(value)
             moment = datetime.combine(day, time.min, tzinfo=UTC)
-            return moment + timedelta(days=1) if end else moment
-        moment = datetime.fromisoformat(value)
+            if end:
+                moment += timedelta(days=1)
+        else:
+            moment = datetime.fromisoformat(value)
+            if timezone.is_naive(moment):
+                moment = moment.replace(tzinfo=UTC)
+            # PostgreSQL takes offsets up to 15:59 only; UTC is what every query uses.
+            moment = moment.astimezone(UTC)
+    except OverflowError:
+        raise out_of_range from None
     except ValueError:
         raise PeriodError(
             f"{field} must be a date (YYYY-MM-DD) or a date and time, not {value!r}"
         ) from None
-    if timezone.is_naive(moment):
-        moment = moment.replace(tzinfo=UTC)
+    if not EARLIEST <= moment <= LATEST:
+        raise out_of_range
     return moment
 
 

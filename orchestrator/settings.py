@@ -131,12 +131,25 @@ CACHES = {
     }
 }
 RATELIMIT_USE_CACHE = "default"
-# Behind a proxy, the request header that holds the client's IP (e.g. HTTP_X_REAL_IP).
-RATELIMIT_IP_META_KEY = envstr("RATELIMIT_IP_META_KEY") or None
+# The counters live in the database: when it cannot count, it cannot store a
+# lead or check a password either, and the request then fails with a 503 that
+# says so instead of a 429 that would blame the client.
+RATELIMIT_FAIL_OPEN = True
+# Behind a proxy, the request header that holds the client's IP (HTTP_X_REAL_IP with
+# deploy/nginx.conf); read by core.http.client_ip for rate limits and the audit
+# trail alike. The variable keeps its first name, RATELIMIT_IP_META_KEY.
+CLIENT_IP_META_KEY = envstr("RATELIMIT_IP_META_KEY")
+RATELIMIT_IP_META_KEY = "core.http.client_ip"
+# Failed logins (dashboard and admin) allowed per account and per client IP
+# before the login form refuses to try (django-ratelimit rates: count/period).
+LOGIN_FAILURES_PER_ACCOUNT = envstr("LOGIN_FAILURES_PER_ACCOUNT", "5/15m")
+LOGIN_FAILURES_PER_IP = envstr("LOGIN_FAILURES_PER_IP", "30/h")
 
 # --- Lead intake ------------------------------------------------------------------------
 LEADS_API_RATE = envstr("LEADS_API_RATE", "120/m")  # per API key
 LEADS_FORM_RATE = envstr("LEADS_FORM_RATE", "10/m")  # public form, per client IP
+# Retry-After of the 503 the lead API answers when the database refuses writes.
+LEADS_RETRY_AFTER_SECONDS = envint("LEADS_RETRY_AFTER_SECONDS", 30)
 
 # --- Follow-up emails ---------------------------------------------------------------
 # Where the unsubscribe, open and click links point (this site's public URL).
@@ -148,6 +161,10 @@ FOLLOWUPS_UNSUBSCRIBE_MAILTO = envstr("FOLLOWUPS_UNSUBSCRIBE_MAILTO", "")
 FOLLOWUPS_MAX_ATTEMPTS = envint("FOLLOWUPS_MAX_ATTEMPTS", 10)
 FOLLOWUPS_RETRY_BASE_SECONDS = envint("FOLLOWUPS_RETRY_BASE_SECONDS", 60)
 FOLLOWUPS_TRACKING_MAX_AGE_DAYS = envint("FOLLOWUPS_TRACKING_MAX_AGE_DAYS", 180)
+# The open pixel and click links are public: one click event per email and link
+# in this window, and at most this many recorded hits per client IP.
+FOLLOWUPS_CLICK_DEDUPE_SECONDS = envint("FOLLOWUPS_CLICK_DEDUPE_SECONDS", 3600)
+FOLLOWUPS_TRACKING_RATE = envstr("FOLLOWUPS_TRACKING_RATE", "60/m")
 
 # --- Background tasks ------------------------------------------------------------
 TASKS = {
@@ -243,6 +260,16 @@ ADMINS = [("Admin", addr) for addr in envlist("ADMINS")]
 REPORTS_RECIPIENTS = envlist("REPORTS_RECIPIENTS")
 REPORTS_FROM_EMAIL = envstr("REPORTS_FROM_EMAIL", "")
 
+# --- Integration credentials ------------------------------------------------------------
+# CRM connections, alert channels and inbox sources name the environment variables
+# holding their secrets; only names matching these may be read (an entry ending in _
+# is a prefix, others exact names). SECRET_KEY, AUDIT_SIGNING_KEY, DATABASE_*, PG*,
+# DJANGO_* and EMAIL_HOST_* are refused whatever this says (core/credentials.py).
+CREDENTIAL_ENV_PREFIXES = envlist(
+    "CREDENTIAL_ENV_PREFIXES",
+    "CRM_,HUBSPOT_,PIPEDRIVE_,SALESFORCE_,WEBHOOK_,ALERT_,SLACK_,INBOX_,IMAP_",
+)
+
 # --- Audit ----------------------------------------------------------------------------
 # Key for the per-event MAC and the seal chain. It must not live in the database:
 # whoever can write the database but not read this key cannot forge events.
@@ -257,6 +284,15 @@ AUDIT_JSONL_BACKUP_COUNT = envint("AUDIT_JSONL_BACKUP_COUNT", 30)
 # open (a transaction still running on PostgreSQL) before it counts as closed.
 AUDIT_SEAL_BATCH = envint("AUDIT_SEAL_BATCH", 50_000)
 AUDIT_SEAL_GRACE_SECONDS = envint("AUDIT_SEAL_GRACE_SECONDS", 3600)
+# The sealer's cadence: verify_audit warns when an event has waited longer than
+# this for its seal (seal_audit --loop also uses it as its default interval).
+AUDIT_SEAL_MAX_AGE_SECONDS = envint("AUDIT_SEAL_MAX_AGE_SECONDS", 60)
+# Anchor log: each seal's digest, appended after commit, outside the database
+# (docs/audit-integrity.md). Empty means audit-anchors.log beside AUDIT_JSONL_PATH.
+AUDIT_ANCHOR_PATH = envstr("AUDIT_ANCHOR_PATH", "")
+# Optional external witness: each anchor line is POSTed here, signed with the secret.
+AUDIT_ANCHOR_WEBHOOK_URL = envstr("AUDIT_ANCHOR_WEBHOOK_URL", "")
+AUDIT_ANCHOR_WEBHOOK_SECRET = envstr("AUDIT_ANCHOR_WEBHOOK_SECRET", "")
 AUDIT_RETENTION_DAYS = envint("AUDIT_RETENTION_DAYS", 730)
 # Where `prune_audit --retention` writes the events before deleting them.
 AUDIT_ARCHIVE_DIR = envstr("AUDIT_ARCHIVE_DIR", str(BASE_DIR / "var" / "archive"))
@@ -280,6 +316,9 @@ HEALTHZ_QUEUE_MAX_WAIT_SECONDS = envint("HEALTHZ_QUEUE_MAX_WAIT_SECONDS", 0)
 HEALTHZ_WORKFLOW_MAX_AGE_SECONDS = envint("HEALTHZ_WORKFLOW_MAX_AGE_SECONDS", 0)
 # How long the database check may take before it counts as down.
 HEALTHZ_DB_TIMEOUT_SECONDS = envint("HEALTHZ_DB_TIMEOUT_SECONDS", 3)
+# A monitor sending "Authorization: Bearer <token>" gets every check's details;
+# anonymous callers get ok/fail only. Empty: details for dashboard users only.
+HEALTHZ_TOKEN = envstr("HEALTHZ_TOKEN", "")
 
 # --- Alerts (manage.py check_alerts) ------------------------------------------------
 # Where alert links point (the dashboard's public URL); defaults to FOLLOWUPS_BASE_URL.

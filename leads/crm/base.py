@@ -24,7 +24,6 @@ Options common to all connectors (CrmConnection.options):
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from urllib.parse import urlsplit
 import requests
 from tenacity import RetryCallState
 
+from core.credentials import CredentialError, read_credential
 from core.retry import parse_retry_after, retrying
 from leads.crm.models import CrmCall
 
@@ -143,13 +143,16 @@ class BaseConnector:
                 f"CRM connection {self.connection.name!r}: credentials.{key} must name the "
                 f"environment variable that holds the {what}"
             )
-        value = os.environ.get(name, "")
-        if not value:
-            raise CrmConfigError(
-                f"environment variable {name} is not set (the {what} for CRM connection "
-                f"{self.connection.name!r}, credentials.{key})"
+        try:
+            # Checked again here, not only on save: a row written past the
+            # validators (raw SQL, a restored dump) must not read SECRET_KEY either.
+            return read_credential(
+                name,
+                purpose=f"the {what} for CRM connection {self.connection.name!r}, "
+                f"credentials.{key}",
             )
-        return value
+        except CredentialError as exc:
+            raise CrmConfigError(str(exc)) from None
 
     # --- Lead fields ------------------------------------------------------------------
 

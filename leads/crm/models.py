@@ -1,13 +1,11 @@
-import re
-
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
+from core.credentials import credential_env_allowed
 from leads.crm.registry import kind_choices
 from leads.models import LEAD_FIELDS
 
-ENV_NAME_RE = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 # Lead attributes a field mapping may read, besides "extra.<key>".
 MAPPABLE_FIELDS = (*LEAD_FIELDS, "public_id")
 
@@ -35,18 +33,17 @@ def validate_field_mapping(value: object) -> None:
 
 
 def validate_credentials(value: object) -> None:
-    # The JSON holds names of environment variables, never secrets: a value
-    # that is not a plausible variable name is most likely a pasted secret.
+    # The JSON holds names of environment variables, never secrets; and only
+    # names the credential rule allows (core.credentials), so an admin cannot
+    # point a token_env at SECRET_KEY and a base_url at their own host.
     if not isinstance(value, dict):
         raise ValidationError("credentials must be a JSON object of *_env keys")
     for key, name in value.items():
         if not key.endswith("_env"):
             raise ValidationError(f"credentials key {key!r} must end in _env")
-        if not isinstance(name, str) or not ENV_NAME_RE.match(name):
-            raise ValidationError(
-                f"credentials[{key!r}] must be the NAME of an environment variable "
-                "(upper case letters, digits, _), not the secret itself"
-            )
+        problem = credential_env_allowed(name)
+        if problem is not None:
+            raise ValidationError(f"credentials[{key!r}]: {problem}")
 
 
 class CrmConnection(models.Model):

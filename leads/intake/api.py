@@ -15,7 +15,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.http.multipartparser import MultiPartParserError
 from django.utils.html import format_html, format_html_join
@@ -303,6 +303,23 @@ def api_leads(request: HttpRequest) -> HttpResponse:
         return JsonResponse(body, status=status)
     except ApiError as exc:
         return _error_response(exc)
+    except DatabaseError:
+        return _error_response(_unavailable())
+
+
+def _unavailable() -> ApiError:
+    """The database refused the write (down, read-only, disk full): nothing was stored.
+
+    The lead's transaction rolled back, so the sender's retry is the only copy:
+    tell it so, like any API, instead of an HTML 500.
+    """
+    log.exception("lead not stored: the database refused the write")
+    retry = str(settings.LEADS_RETRY_AFTER_SECONDS)
+    return ApiError(
+        503,
+        "Leads cannot be stored right now; nothing was kept. Retry later.",
+        {"Retry-After": retry},
+    )
 
 
 # --- The public form ---------------------------------------------------------------------
@@ -353,9 +370,8 @@ def public_form(request: HttpRequest, slug: str) -> HttpResponse:
     if request.method != "POST":
         return _method_not_allowed()
     try:
-        # "ip" is REMOTE_ADDR, the direct peer. Behind a reverse proxy that is
-        # the proxy, for every visitor: set RATELIMIT_IP_META_KEY to the
-        # proxy's client-IP header (one clients cannot set themselves).
+        # "ip" is core.http.client_ip: behind the reverse proxy, the header it
+        # sets (deploy/nginx.conf), so each visitor has a bucket of its own.
         _check_rate(
             request,
             group="leads.public_form",
@@ -376,4 +392,6 @@ def public_form(request: HttpRequest, slug: str) -> HttpResponse:
             _ingest(source=source, payload=payload, actor="system")
     except ApiError as exc:
         return _form_error(request, exc)
+    except DatabaseError:
+        return _form_error(request, _unavailable())
     return _form_thanks(request, next_url)

@@ -12,6 +12,7 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from jsonschema import Draft202012Validator
 
+from core.credentials import credential_env_allowed
 from leads.models import LeadSource, Team, TeamMember
 from leads.workflows.models import Workflow
 from leads.workflows.steps import STEP_KINDS
@@ -72,6 +73,14 @@ def _semantic_errors(data: Mapping[str, Any], prefix: str = "") -> list[str]:
                 known = "known: " + (", ".join(sorted(STEP_KINDS)) or "none registered")
                 kind = step.get("kind")
                 errors.append(f"{base}/steps/{si}/kind: unknown step kind {kind!r} ({known})")
+        for si, src in enumerate(wf.get("sources", [])):
+            # The schema checks the shape of a variable name; the credential
+            # rule (core.credentials) says which names may be read at all.
+            for key in ("username_env", "password_env"):
+                name = (src.get("inbox") or {}).get(key)
+                problem = credential_env_allowed(name) if name is not None else None
+                if problem is not None:
+                    errors.append(f"{base}/sources/{si}/inbox/{key}: {problem}")
     names = [wf.get("name") for wf in data.get("workflows", [])]
     for dup in sorted({n for n in names if names.count(n) > 1}):
         errors.append(f"{prefix}/workflows: workflow name {dup!r} appears twice")

@@ -8,17 +8,35 @@ from typing import Any
 from urllib.parse import urlencode
 
 from django.core.cache import cache
-from django.http import HttpRequest, HttpResponse
+from django.core.exceptions import ValidationError
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils.cache import patch_vary_headers
 from django_htmx.middleware import HtmxDetails
 
-from core.paging import CursorError, Page
+from core.paging import CursorError, Page, storable_text
 from core.periods import PRESETS, Period, PeriodError, period_from_request
 
 
 class UserInputError(ValueError):
     """Bad input from the dashboard user; the middleware answers 400 with this message."""
+
+
+UNSEARCHABLE = "contains characters that cannot be searched"
+
+
+def validate_searchable(value: str) -> None:
+    """A form validator for text that reaches a query: no NUL (PostgreSQL refuses it in
+    text) and no lone surrogate (no UTF-8 spelling)."""
+    if not storable_text(value):
+        raise ValidationError(UNSEARCHABLE, code="unsearchable")
+
+
+def path_value(value: str, *, what: str) -> str:
+    """A URL path parameter that names a row: one no database could hold names none."""
+    if not storable_text(value):
+        raise Http404(f"No {what} {value!r}")
+    return value
 
 
 def get_period(request: HttpRequest) -> Period:

@@ -14,14 +14,16 @@ urlpatterns = [
     path("errors/", errors.error_list, name="error-list"),
     path("errors/<str:fingerprint>/", errors.error_detail, name="error-detail"),
     path("leads/", lead_views.lead_list, name="lead-list"),
-    path("leads/<str:public_id>/", lead_views.lead_detail, name="lead-detail"),
-    path("leads/<str:public_id>/requalify/", lead_views.lead_requalify, name="lead-requalify"),
-    path("leads/<str:public_id>/retry-crm/", lead_views.lead_retry_crm, name="lead-retry-crm"),
+    # Lead ids come from imports and CRMs too, and may hold a "/": <path:>, and the
+    # actions first, so that "<id>/requalify/" is not read as a lead id.
+    path("leads/<path:public_id>/requalify/", lead_views.lead_requalify, name="lead-requalify"),
+    path("leads/<path:public_id>/retry-crm/", lead_views.lead_retry_crm, name="lead-retry-crm"),
     path(
-        "leads/<str:public_id>/cancel-sequence/",
+        "leads/<path:public_id>/cancel-sequence/",
         lead_views.lead_cancel_sequence,
         name="lead-cancel-sequence",
     ),
+    path("leads/<path:public_id>/", lead_views.lead_detail, name="lead-detail"),
     path("analytics/", analytics.analytics, name="analytics"),
     path("workflows/", workflows.workflow_runs, name="workflow-runs"),
     path("reports/", report_views.report_list, name="report-list"),

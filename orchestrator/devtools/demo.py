@@ -108,7 +108,7 @@ PASSES = (8, 12, 16, 20)  # the runner's schedule, hours UTC
 INBOX_DOWN_DAYS = {5, 12}
 
 CRM_CONNECTION = "hubspot"
-CRM_TOKEN_ENV = "DEMO_HUBSPOT_TOKEN"
+CRM_TOKEN_ENV = "HUBSPOT_DEMO_TOKEN"
 # Short waits and a short read timeout: the fake CRM's failures cost the load
 # seconds, not minutes, and a "slow" answer past the timeout is a real timeout.
 CRM_OPTIONS = {"timeout": [2, 1], "max_attempts": 3, "backoff": 0.02, "max_backoff": 0.1}
@@ -144,7 +144,7 @@ def demo_config() -> dict:
             if source["kind"] == "email_inbox":
                 source["inbox"].update(host="127.0.0.1", port=1, security="plain")
                 source["inbox"].update(
-                    username_env="DEMO_INBOX_USER", password_env="DEMO_INBOX_PASSWORD"
+                    username_env="INBOX_DEMO_USER", password_env="INBOX_DEMO_PASSWORD"
                 )
     return config
 
@@ -785,8 +785,8 @@ def load_demo(*, days: int = 21, per_day: int = 24, seed: int = 7) -> int:
     for team in config["teams"]:
         for member in team["members"]:
             User.objects.get_or_create(username=member["username"])
-    os.environ.setdefault("DEMO_INBOX_USER", "sales@example.com")
-    os.environ.setdefault("DEMO_INBOX_PASSWORD", "not-a-real-password")
+    os.environ.setdefault("INBOX_DEMO_USER", "sales@example.com")
+    os.environ.setdefault("INBOX_DEMO_PASSWORD", "not-a-real-password")
     os.environ.setdefault(CRM_TOKEN_ENV, "pat-demo-not-a-real-token")
     travel = time_machine.travel
     end = timezone.now()

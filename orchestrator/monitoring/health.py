@@ -10,8 +10,14 @@ Load balancers call this every few seconds from every node, so it stays at a
 handful of indexed queries, needs no login, writes nothing (no audit event,
 no session) and never shows error text: it is public, and a driver's message
 names hosts and ports. The details go to the log instead.
+
+Anonymous callers get only {"status": "ok"|"fail"} and the status code: how
+many workers run and which workflows exist is nobody else's business. The
+per-check details go to a monitor sending `Authorization: Bearer
+<HEALTHZ_TOKEN>` and to a logged-in dashboard user.
 """
 
+import hmac
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -28,6 +34,7 @@ from django_tasks_db.backend import DatabaseBackend
 from django_tasks_db.models import DBTaskResult, get_date_max
 
 from leads.workflows.models import Workflow, WorkflowRun
+from orchestrator.dashboard.access import can_view
 from orchestrator.models import WorkerHeartbeat
 
 log = logging.getLogger(__name__)
@@ -187,7 +194,22 @@ def healthz(request: HttpRequest) -> JsonResponse:
         if name == "database" and not checks[name]["ok"]:
             database_down = True
     ok = all(check["ok"] for check in checks.values())
-    return JsonResponse(
-        {"status": "ok" if ok else "fail", "time": now.isoformat(), "checks": checks},
-        status=200 if ok else 503,
-    )
+    body: dict[str, Any] = {"status": "ok" if ok else "fail"}
+    if _may_see_details(request):
+        body |= {"time": now.isoformat(), "checks": checks}
+    return JsonResponse(body, status=200 if ok else 503)
+
+
+def _may_see_details(request: HttpRequest) -> bool:
+    token = settings.HEALTHZ_TOKEN
+    sent = request.headers.get("Authorization", "")
+    if token and hmac.compare_digest(sent.encode(), f"Bearer {token}".encode()):
+        return True
+    # Only with a session cookie: a probe without one must not read the
+    # session table of the database it is probing.
+    if settings.SESSION_COOKIE_NAME not in request.COOKIES:
+        return False
+    try:
+        return can_view(request.user)
+    except DatabaseError:
+        return False

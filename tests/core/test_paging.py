@@ -172,3 +172,40 @@ def test_a_keyset_names_fields_of_its_model():
 
     with pytest.raises(FieldDoesNotExist):
         Keyset(CommandLock, ("-created", "name"))
+
+
+def _raw(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        _raw('[{"dt":"2026-06-10T14:30:00+00:00"},"job\\u0000"]'),  # NUL: PostgreSQL refuses it
+        _raw('[{"dt":"2026-06-10T14:30:00+00:00"},"\\ud800"]'),  # a lone surrogate
+        _raw('[{"dt":"0001-01-01T00:00:00+23:59"},"x"]'),  # before year 1 in UTC
+        "²",
+        "9223372036854775808",
+    ],
+)
+def test_cursors_no_database_could_compare_are_refused(db, raw):
+    with pytest.raises(CursorError, match="is not a position in this list"):
+        paginate(CommandLock.objects.all(), keys=("-acquired_at", "-name"), size=3, cursor=raw)
+
+
+def test_a_cursor_with_any_offset_is_read_in_utc(locks):
+    # PostgreSQL takes offsets up to 15:59 only: the position is compared in UTC.
+    raw = _raw('[{"dt":"2026-06-11T14:30:00-23:59"},"job-05"]')
+    keyset = Keyset(CommandLock, ("-acquired_at", "-name"))
+    moment, _name = keyset.decode(raw)
+    assert moment == datetime(2026, 6, 12, 14, 29, tzinfo=UTC)
+    assert moment.utcoffset() == timedelta(0)
+    assert len(paginate(CommandLock.objects.all(), keys=keyset.keys, size=3, cursor=raw).items) == 3
+
+
+@pytest.mark.parametrize("tagged", ['{"dec":"NaN"}', '{"dec":"-Infinity"}', '{"f":"nan"}'])
+def test_numbers_that_are_not_finite_are_refused(tagged):
+    from core.paging import _untag
+
+    with pytest.raises(ValueError, match="not a finite"):
+        _untag(json.loads(tagged))

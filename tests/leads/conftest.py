@@ -263,14 +263,14 @@ def make_inbox_source(dovecot, monkeypatch):
     from leads.models import LeadSource
 
     def make(*, slug: str = "sales-inbox", workflow=None, **inbox: object) -> LeadSource:
-        monkeypatch.setenv("TEST_IMAP_USER", dovecot.user)
-        monkeypatch.setenv("TEST_IMAP_PASSWORD", dovecot.password)
+        monkeypatch.setenv("IMAP_TEST_USER", dovecot.user)
+        monkeypatch.setenv("IMAP_TEST_PASSWORD", dovecot.password)
         options = {
             "host": dovecot.host,
             "port": dovecot.port,
             "security": "plain",
-            "username_env": "TEST_IMAP_USER",
-            "password_env": "TEST_IMAP_PASSWORD",
+            "username_env": "IMAP_TEST_USER",
+            "password_env": "IMAP_TEST_PASSWORD",
             "processed_folder": "Processed",
             "timeout": 10,
             **inbox,

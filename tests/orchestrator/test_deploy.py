@@ -295,6 +295,7 @@ def test_gunicorn_serves_healthz_and_hashed_static_files(tmp_path):
         "GUNICORN_BIND": f"127.0.0.1:{port}",
         "GUNICORN_WORKERS": "1",
         "LOG_FORMAT": "json",
+        "HEALTHZ_TOKEN": "deploy-test-token",
     }
     collect = subprocess.run(
         [sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"],
@@ -324,7 +325,8 @@ def test_gunicorn_serves_healthz_and_hashed_static_files(tmp_path):
     try:
         _wait_for(server.stderr, "Booting worker")
         base = f"http://127.0.0.1:{port}"
-        response = requests.get(f"{base}/healthz", timeout=30)
+        monitor = {"Authorization": "Bearer deploy-test-token"}
+        response = requests.get(f"{base}/healthz", headers=monitor, timeout=30)
         assert response.status_code == 503  # no worker yet
         assert response.json()["checks"]["worker"]["ok"] is False
 
@@ -387,3 +389,16 @@ def test_the_environment_template_passes_check_deploy():
     result = check_deploy(env)
     assert result.returncode == 0, result.stderr
     assert "System check identified no issues" in result.stdout
+
+
+def test_the_proxy_sets_the_client_ip_header_the_application_reads():
+    # nginx must SET the header (clients could send their own) and the
+    # environment template must name the same one, as Django's META key.
+    nginx = (DEPLOY / "nginx.conf").read_text()
+    assert "proxy_set_header X-Real-IP $remote_addr;" in nginx
+    values = dict(
+        line.split("=", 1)
+        for line in (DEPLOY / "orchestrator.env").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    assert values["RATELIMIT_IP_META_KEY"] == "HTTP_X_REAL_IP"

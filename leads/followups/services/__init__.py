@@ -56,7 +56,12 @@ from leads.followups.services.stopping import (
     sequence_cancel_by_hand,
     unsubscribe,
 )
-from leads.followups.services.tracking import NotTracked, record_click, record_open
+from leads.followups.services.tracking import (
+    NotTracked,
+    click_target,
+    record_click,
+    record_open,
+)
 
 __all__ = [
     "BOUNCED",
@@ -78,6 +83,7 @@ __all__ = [
     "cancel",
     "cancel_lead",
     "claim_next",
+    "click_target",
     "default_worker_id",
     "enroll",
     "is_suppressed",

@@ -14,7 +14,7 @@ before the lead parser, which is last and takes whatever is left.
 The source's settings live in LeadSource.options["inbox"]:
 
     {"host": "imap.example.com", "port": 993, "security": "ssl",
-     "username_env": "LEADS_IMAP_USER", "password_env": "LEADS_IMAP_PASSWORD",
+     "username_env": "IMAP_LEADS_USER", "password_env": "IMAP_LEADS_PASSWORD",
      "folder": "INBOX", "processed_folder": "Processed", "failed_folder": "Failed",
      "timeout": 30, "parse": {"key_value": true, "field_aliases": {"Firma": "company"}}}
 

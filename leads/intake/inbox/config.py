@@ -1,12 +1,12 @@
 """An inbox source's settings (LeadSource.options["inbox"]) and its credentials."""
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from imap_tools import MailBox, MailBoxStartTls, MailBoxUnencrypted
 from imap_tools.mailbox import BaseMailBox
 
+from core.credentials import CredentialError, read_credential
 from leads.models import LeadSource
 
 MAILBOX_CLASSES: dict[str, type[BaseMailBox]] = {
@@ -130,13 +130,14 @@ def credentials(config: InboxConfig, *, source: LeadSource) -> tuple[str, str]:
     values = []
     for setting in ("username_env", "password_env"):
         name = getattr(config, setting)
-        value = os.environ.get(name, "")
-        if not value:
-            raise InboxConfigError(
-                f"environment variable {name} is not set "
-                f"(source {source.slug}: options.inbox.{setting})"
+        try:
+            # The credential rule (core.credentials) holds here too: options
+            # naming SECRET_KEY would otherwise send it to the IMAP host.
+            values.append(
+                read_credential(name, purpose=f"source {source.slug}: options.inbox.{setting}")
             )
-        values.append(value)
+        except CredentialError as exc:
+            raise InboxConfigError(str(exc)) from None
     return values[0], values[1]
 
 

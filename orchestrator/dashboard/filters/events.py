@@ -13,6 +13,7 @@ from audit.selectors import details_contains
 from audit.types import known_event_types
 from core.paging import MAX_CURSOR_LENGTH
 from core.periods import Period
+from orchestrator.dashboard.render import validate_searchable
 
 # Filters the rollup tables can answer (they are keyed by hour, type and workflow);
 # any other filter needs the events themselves.
@@ -26,7 +27,8 @@ class EventFilterForm(forms.Form):
 
     # A page position (core.paging); the view decodes it.
     cursor = forms.CharField(max_length=MAX_CURSOR_LENGTH, required=False)
-    after = forms.IntegerField(min_value=0, required=False)
+    # An event id: the database's bigint bounds it.
+    after = forms.IntegerField(min_value=0, max_value=2**63 - 1, required=False)
     live = forms.BooleanField(required=False)
 
     PAGING = ("cursor", "after", "live")
@@ -36,17 +38,37 @@ class EventFilter(django_filters.FilterSet):
     type = django_filters.MultipleChoiceFilter(
         method="filter_types", widget=forms.CheckboxSelectMultiple, label="Event types"
     )
-    workflow = django_filters.CharFilter(field_name="workflow", max_length=100)
-    lead = django_filters.CharFilter(field_name="lead_public_id", max_length=32, label="Lead id")
-    actor = django_filters.CharFilter(field_name="actor", max_length=150)
+    workflow = django_filters.CharFilter(
+        field_name="workflow", max_length=100, validators=[validate_searchable]
+    )
+    lead = django_filters.CharFilter(
+        field_name="lead_public_id",
+        max_length=32,
+        label="Lead id",
+        validators=[validate_searchable],
+    )
+    actor = django_filters.CharFilter(
+        field_name="actor", max_length=150, validators=[validate_searchable]
+    )
     correlation = django_filters.CharFilter(
-        field_name="correlation_id", max_length=64, label="Correlation id"
+        field_name="correlation_id",
+        max_length=64,
+        label="Correlation id",
+        validators=[validate_searchable],
     )
     # An error group (audit.fingerprints), linked from the errors page.
     fingerprint = django_filters.CharFilter(
-        field_name="fingerprint", max_length=16, label="Error group"
+        field_name="fingerprint",
+        max_length=16,
+        label="Error group",
+        validators=[validate_searchable],
     )
-    q = django_filters.CharFilter(method="filter_text", max_length=200, label="Text in details")
+    q = django_filters.CharFilter(
+        method="filter_text",
+        max_length=200,
+        label="Text in details",
+        validators=[validate_searchable],
+    )
 
     class Meta:
         model = AuditEvent

@@ -5,12 +5,15 @@ from typing import Any
 import django_filters
 from django import forms
 from django.contrib.auth import get_user_model
-from django.db.models import QuerySet
+from django.db.models import Exists, OuterRef, QuerySet
 
 from core.periods import Period
 from leads.models import Lead, LeadSource
+from orchestrator.dashboard.render import validate_searchable
 from orchestrator.dashboard.selectors.leads import SEARCH_MAX_LENGTH, SEARCH_MIN_LENGTH, lead_search
 
+# Bounds of a score filter: scores are small, and a huge number would overflow the query.
+SCORE_BOUND = 100_000
 CREATED_CHOICES = [("period", "in the date range"), ("any", "any time")]
 
 
@@ -33,6 +36,7 @@ class LeadFilter(django_filters.FilterSet):
         label="Search",
         min_length=SEARCH_MIN_LENGTH,
         max_length=SEARCH_MAX_LENGTH,
+        validators=[validate_searchable],
         widget=forms.TextInput(
             attrs={"type": "search", "placeholder": "email, name or company starts with…"}
         ),
@@ -42,17 +46,28 @@ class LeadFilter(django_filters.FilterSet):
         queryset=LeadSource.objects.order_by("name"), to_field_name="slug", empty_label="any"
     )
     owner = django_filters.ModelChoiceFilter(
-        queryset=get_user_model().objects.order_by("username"),
+        # Only users who own a lead: any other choice would list nothing.
+        queryset=get_user_model()
+        .objects.filter(Exists(Lead.objects.filter(owner=OuterRef("pk"))))
+        .order_by("username"),
         to_field_name="username",
         empty_label="anyone",
         null_label="unassigned",
         null_value="none",
     )
     score_min = IntegerFilter(
-        field_name="score", lookup_expr="gte", label="Score from", min_value=-100_000
+        field_name="score",
+        lookup_expr="gte",
+        label="Score from",
+        min_value=-SCORE_BOUND,
+        max_value=SCORE_BOUND,
     )
     score_max = IntegerFilter(
-        field_name="score", lookup_expr="lte", label="Score to", max_value=100_000
+        field_name="score",
+        lookup_expr="lte",
+        label="Score to",
+        min_value=-SCORE_BOUND,
+        max_value=SCORE_BOUND,
     )
     created = django_filters.ChoiceFilter(
         choices=CREATED_CHOICES, method="filter_created", empty_label=None, label="Created"

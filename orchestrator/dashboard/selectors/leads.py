@@ -6,6 +6,7 @@ by prefix only (exact for a public id), so each term is an index range.
 """
 
 import re
+import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -37,21 +38,27 @@ PUBLIC_ID_RE = re.compile(rf"^{PUBLIC_ID_PREFIX}\d+$", re.IGNORECASE)
 # --- The list ---------------------------------------------------------------------------
 
 
-def _successor(prefix: str) -> str:
-    """The smallest string above every string that starts with `prefix`."""
-    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
+def _successor(prefix: str) -> str | None:
+    """The smallest string above every string that starts with `prefix` (None: no
+    string is, the prefix is all U+10FFFF). Surrogates are skipped: they have no UTF-8
+    spelling a database could compare."""
+    stripped = prefix.rstrip(chr(sys.maxunicode))
+    if not stripped:
+        return None
+    following = ord(stripped[-1]) + 1
+    if 0xD800 <= following <= 0xDFFF:
+        following = 0xE000
+    return stripped[:-1] + chr(following)
 
 
 def _prefix(expression: str, prefix: str) -> Q:
     # The range is what an index can serve on every database and collation; the
     # startswith keeps the answer exact wherever the collation is not bytewise.
-    return Q(
-        **{
-            f"{expression}__gte": prefix,
-            f"{expression}__lt": _successor(prefix),
-            f"{expression}__startswith": prefix,
-        }
-    )
+    bounds = {f"{expression}__gte": prefix}
+    successor = _successor(prefix)
+    if successor is not None:
+        bounds[f"{expression}__lt"] = successor
+    return Q(**bounds, **{f"{expression}__startswith": prefix})
 
 
 def lead_search(qs: QuerySet[Lead], *, text: str) -> QuerySet[Lead]:

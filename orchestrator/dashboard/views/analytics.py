@@ -1,6 +1,7 @@
 """The analytics page: funnel, lead sources, email steps and CRM performance."""
 
 from django.http import HttpRequest, HttpResponse
+from django.views.decorators.http import require_GET
 
 from orchestrator.dashboard.access import viewer_required
 from orchestrator.dashboard.charts import Series, bar_chart
@@ -18,6 +19,7 @@ SECTIONS = ("funnel", "sources", "email-steps", "crm-performance")
 
 
 @viewer_required
+@require_GET
 def analytics(request: HttpRequest) -> HttpResponse:
     period = get_period(request)
     section = request.GET.get("section") or None

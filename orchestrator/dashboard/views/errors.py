@@ -9,6 +9,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
+from django.views.decorators.http import require_GET
 
 from audit import error_selectors
 from audit.models import AuditEvent
@@ -19,6 +20,7 @@ from orchestrator.dashboard.render import (
     cached_figure,
     get_period,
     minute,
+    path_value,
     render_page,
     requested_page,
 )
@@ -78,6 +80,7 @@ def _events_url(period: Period, **params: str) -> str:
 
 
 @viewer_required
+@require_GET
 def error_list(request: HttpRequest) -> HttpResponse:
     period = get_period(request)
     sort = _sort(request)
@@ -164,7 +167,9 @@ def _lead_rows(leads: list[dict]) -> list[dict[str, Any]]:
 
 
 @viewer_required
+@require_GET
 def error_detail(request: HttpRequest, fingerprint: str) -> HttpResponse:
+    fingerprint = path_value(fingerprint, what="error group")
     period = get_period(request)
     group = error_selectors.error_group(
         fingerprint=fingerprint, since=period.start, until=period.end

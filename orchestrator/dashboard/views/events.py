@@ -12,6 +12,7 @@ from django.http import Http404, HttpRequest, HttpResponse, QueryDict, Streaming
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils import timezone
+from django.views.decorators.http import require_GET
 
 from audit import selectors
 from audit.jsonl import event_to_legacy
@@ -19,7 +20,7 @@ from audit.models import AuditEvent
 from audit.services import record_event
 from audit.transfer import CSV_COLUMNS, csv_safe
 from audit.types import known_event_types
-from core.periods import Period
+from core.periods import EARLIEST, LATEST, Period
 from orchestrator.dashboard.access import actor_for, viewer_required
 from orchestrator.dashboard.charts import Series, bar_chart
 from orchestrator.dashboard.filters.events import EventFilter
@@ -223,6 +224,7 @@ def _merge_types(filterset: EventFilter) -> list[str]:
 
 
 @viewer_required
+@require_GET
 def event_list(request: HttpRequest) -> HttpResponse:
     period = get_period(request)
     filterset = _filters(request, period)
@@ -325,6 +327,7 @@ def _jsonl_lines(events: Iterator[AuditEvent]) -> Iterator[str]:
 
 
 @viewer_required
+@require_GET
 def event_export(request: HttpRequest) -> StreamingHttpResponse:
     period = get_period(request)
     filterset = _filters(request, period)
@@ -362,6 +365,7 @@ def event_export(request: HttpRequest) -> StreamingHttpResponse:
 
 
 @viewer_required
+@require_GET
 def event_detail(request: HttpRequest, pk: int) -> HttpResponse:
     event = selectors.event_by_id(event_id=pk)
     if event is None:
@@ -369,10 +373,12 @@ def event_detail(request: HttpRequest, pk: int) -> HttpResponse:
     period = get_period(request)
     # Events of one correlation id or lead cluster in time; a month either side
     # finds them on the (indexed) filter without a long range.
+    # Clamped to the ranges a period may span (an imported event may be older).
+    moment = min(max(event.timestamp, EARLIEST + timedelta(days=30)), LATEST - timedelta(days=31))
     around = {
         "range": "custom",
-        "since": (event.timestamp - timedelta(days=30)).date().isoformat(),
-        "until": (event.timestamp + timedelta(days=30)).date().isoformat(),
+        "since": (moment - timedelta(days=30)).date().isoformat(),
+        "until": (moment + timedelta(days=30)).date().isoformat(),
     }
     list_url = reverse("event-list")
     links = {}

@@ -23,6 +23,7 @@ from orchestrator.dashboard.filters.leads import LeadFilter
 from orchestrator.dashboard.render import (
     UserInputError,
     get_period,
+    path_value,
     render_page,
     requested_page,
     wanted_fragment,
@@ -62,7 +63,7 @@ def lead_list(request: HttpRequest) -> HttpResponse:
 
 
 def _lead_or_404(public_id: str) -> Lead:
-    lead = lead_by_public_id(public_id=public_id)
+    lead = lead_by_public_id(public_id=path_value(public_id, what="lead"))
     if lead is None:
         raise Http404(f"No lead {public_id}")
     return lead

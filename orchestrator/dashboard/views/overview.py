@@ -13,6 +13,7 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.safestring import SafeString, mark_safe
+from django.views.decorators.http import require_GET
 
 from audit.types import ERROR
 from core.periods import Period
@@ -152,6 +153,7 @@ WIDGETS: dict[str, Callable[[HttpRequest, Period], dict[str, Any]]] = {
 
 
 @viewer_required
+@require_GET
 def overview(request: HttpRequest) -> HttpResponse:
     period = get_period(request)
     # Each widget polls for itself: only the one an htmx request names is computed.

@@ -5,8 +5,10 @@ from datetime import date, timedelta
 from django.core.cache import cache
 from django.http import Http404, HttpRequest, HttpResponse
 from django.utils import timezone
+from django.views.decorators.http import require_GET
 
 from audit.verification import last_verification
+from core.periods import EARLIEST
 from orchestrator.dashboard.access import viewer_required
 from orchestrator.dashboard.charts import Series, bar_chart
 from orchestrator.dashboard.render import UserInputError, render_page
@@ -24,6 +26,7 @@ from orchestrator.monitoring.reports.render import report_zip
 # period's worth of rows (~30 queries), and the page and its download ask for the same
 # one. Events recorded late (imports) show within a minute.
 REPORT_CACHE_SECONDS = 60
+EARLIEST_REPORT = EARLIEST.date()
 
 
 def _kind_and_day(kind: str, day: str) -> tuple[str, date]:
@@ -35,10 +38,14 @@ def _kind_and_day(kind: str, day: str) -> tuple[str, date]:
         raise UserInputError(f"the report date must be YYYY-MM-DD, not {day!r}") from None
     if on > timezone.now().date():
         raise UserInputError(f"{on} lies in the future: there is nothing to report yet")
+    if on < EARLIEST_REPORT:
+        # The trail starts later; a period near year 1 would also overflow the arithmetic.
+        raise UserInputError(f"reports start at {EARLIEST_REPORT}, not {on}")
     return kind, on
 
 
 @viewer_required
+@require_GET
 def report_list(request: HttpRequest) -> HttpResponse:
     today = timezone.now().date()
     recent = {}
@@ -86,6 +93,7 @@ def _report(kind: str, on: date) -> Report:
 
 
 @viewer_required
+@require_GET
 def report_detail(request: HttpRequest, kind: str, day: str) -> HttpResponse:
     kind, on = _kind_and_day(kind, day)
     report = _report(kind, on)
@@ -105,6 +113,7 @@ def report_detail(request: HttpRequest, kind: str, day: str) -> HttpResponse:
 
 
 @viewer_required
+@require_GET
 def report_download(request: HttpRequest, kind: str, day: str) -> HttpResponse:
     kind, on = _kind_and_day(kind, day)
     report = _report(kind, on)

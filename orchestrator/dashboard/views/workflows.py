@@ -6,6 +6,7 @@ from urllib.parse import urlencode
 from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 from django.utils import timezone
+from django.views.decorators.http import require_GET
 
 from leads.workflows.models import WorkflowRun
 from orchestrator.dashboard.access import viewer_required
@@ -43,6 +44,7 @@ def _choice(request: HttpRequest, name: str, allowed: list[str]) -> str | None:
 
 
 @viewer_required
+@require_GET
 def workflow_runs(request: HttpRequest) -> HttpResponse:
     period = get_period(request)
     names = list(workflow_selectors.workflow_names())

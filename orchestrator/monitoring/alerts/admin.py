@@ -1,11 +1,15 @@
 from datetime import timedelta
+from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
 from orchestrator.monitoring.alerts import services
+from orchestrator.monitoring.alerts.checks import channel_problems
 from orchestrator.monitoring.alerts.models import AlertChannel, AlertRule, Delivery, Incident
 
 
@@ -13,11 +17,62 @@ def _actor(request: HttpRequest) -> str:
     return f"user:{request.user.get_username()}"
 
 
+class AlertChannelForm(forms.ModelForm):
+    class Meta:
+        model = AlertChannel
+        fields = ["name", "kind", "target", "secret_env", "url_env", "enabled"]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        # A Slack row's form has no target field (it may still hold the old
+        # URL): clear it before validation, so neither staying Slack nor
+        # turning into a webhook keeps, or shows, the secret URL.
+        if self.instance.pk and "target" not in self.fields:
+            self.instance.target = ""
+        return data
+
+    def add_error(self, field: str | None, error: Any) -> None:
+        # Model validation may blame target, which a Slack row's form leaves
+        # out (a Slack channel turned into a webhook): show it above the form.
+        if field is None and isinstance(error, ValidationError) and hasattr(error, "error_dict"):
+            moved: dict[str, list[ValidationError]] = {}
+            for name, errors in error.error_dict.items():
+                moved.setdefault(name if name in self.fields else NON_FIELD_ERRORS, []).extend(
+                    errors
+                )
+            error = ValidationError(moved)
+        super().add_error(field, error)
+
+
 @admin.register(AlertChannel)
 class AlertChannelAdmin(admin.ModelAdmin):
-    list_display = ["name", "kind", "target", "secret_env", "enabled"]
+    """Shows names of credential variables, never a credential (a Slack URL included)."""
+
+    form = AlertChannelForm
+    list_display = ["name", "kind", "destination", "secret_env", "url_env", "enabled"]
     list_filter = ["kind", "enabled"]
-    search_fields = ["name", "target"]
+    # Not target: searching it would reveal a Slack URL still stored there, a
+    # character at a time.
+    search_fields = ["name"]
+
+    @admin.display(description="Target")
+    def destination(self, obj: AlertChannel) -> str:
+        if obj.kind == "slack":
+            return f"${obj.url_env}" if obj.url_env else "-"
+        return obj.target
+
+    def get_fields(self, request: HttpRequest, obj: AlertChannel | None = None) -> list[str]:
+        fields = ["name", "kind", "target", "secret_env", "url_env", "enabled"]
+        if obj is not None and obj.kind == "slack":
+            fields.remove("target")
+        return fields
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        for problem in channel_problems():
+            self.message_user(request, problem, messages.WARNING)
+        return super().changelist_view(request, extra_context)
 
 
 @admin.register(AlertRule)

@@ -8,6 +8,7 @@ class AlertsConfig(AppConfig):
     verbose_name = "Alerts"
 
     def ready(self) -> None:
+        from orchestrator.monitoring.alerts import checks  # noqa: F401 (registers them)
         from orchestrator.monitoring.events import register_alert_types
 
         register_alert_types()

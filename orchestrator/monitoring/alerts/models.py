@@ -6,30 +6,44 @@ site). A partial unique constraint keeps one open incident per (rule, key),
 which is what makes "one alert per incident" hold even if two evaluators ran.
 """
 
-import re
 import uuid
 
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
+from core.credentials import credential_env_allowed
 from orchestrator.monitoring.alerts import params
 from orchestrator.monitoring.alerts.registry import channel_class, kind_choices
-
-ENV_NAME_RE = re.compile(r"^[A-Z_][A-Z0-9_]{0,99}$")
 
 
 class AlertChannel(models.Model):
     name = models.CharField(max_length=100, unique=True)
     kind = models.CharField(max_length=20, choices=kind_choices)
-    # Comma-separated addresses for email; the URL for Slack and webhooks.
-    target = models.CharField(max_length=1000)
+    # Comma-separated addresses for email; the URL for generic webhooks. Empty
+    # for Slack: its webhook URL is the credential and lives in url_env.
+    # (Slack rows from before 0002 may still hold their URL here; it is never
+    # used nor shown, and checks.py warns until it is cleared.)
+    target = models.CharField(
+        max_length=1000,
+        blank=True,
+        help_text="Email: comma-separated addresses. Webhook: the URL to POST to. Slack: empty.",
+    )
     # The NAME of the environment variable holding the HMAC secret: whoever can
     # read the database must not be able to forge our webhooks.
     secret_env = models.CharField(
         max_length=100,
         blank=True,
         help_text="Environment variable holding the signing secret (generic webhooks).",
+    )
+    # The NAME of the environment variable holding a Slack incoming-webhook URL:
+    # anyone with the URL can post to the channel, so it is a secret too.
+    url_env = models.CharField(
+        max_length=100,
+        blank=True,
+        help_text=(
+            "Environment variable holding the Slack incoming-webhook URL, e.g. SLACK_OPS_URL."
+        ),
     )
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
@@ -41,10 +55,14 @@ class AlertChannel(models.Model):
         return f"{self.name} ({self.kind})"
 
     def clean(self) -> None:
-        if self.secret_env and not ENV_NAME_RE.match(self.secret_env):
-            raise ValidationError(
-                {"secret_env": "Name an environment variable (A-Z, 0-9, _), not the secret."}
-            )
+        problems = {
+            field: problem
+            for field in ("secret_env", "url_env")
+            if getattr(self, field)
+            and (problem := credential_env_allowed(getattr(self, field))) is not None
+        }
+        if problems:
+            raise ValidationError(problems)
         try:
             cls = channel_class(self.kind)
         except ValueError as exc:

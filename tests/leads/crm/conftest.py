@@ -81,8 +81,8 @@ def connect(httpserver, db):
 
 @pytest.fixture
 def hubspot(connect, monkeypatch):
-    monkeypatch.setenv("TEST_HUBSPOT_TOKEN", "pat-na1-secret")
-    return connect("hubspot", credentials={"token_env": "TEST_HUBSPOT_TOKEN"})
+    monkeypatch.setenv("HUBSPOT_TEST_TOKEN", "pat-na1-secret")
+    return connect("hubspot", credentials={"token_env": "HUBSPOT_TEST_TOKEN"})
 
 
 def wait_for_log(server, count: int, timeout: float = 5.0) -> None:

@@ -233,8 +233,8 @@ def test_a_retried_create_does_not_duplicate_the_contact(httpserver, hubspot, le
 
 
 def test_a_missing_token_names_the_variable(hubspot, lead, monkeypatch):
-    monkeypatch.delenv("TEST_HUBSPOT_TOKEN")
-    with pytest.raises(CrmConfigError, match="TEST_HUBSPOT_TOKEN is not set") as info:
+    monkeypatch.delenv("HUBSPOT_TEST_TOKEN")
+    with pytest.raises(CrmConfigError, match="HUBSPOT_TEST_TOKEN is not set") as info:
         get_connector(hubspot)
     assert info.value.permanent
 

@@ -24,8 +24,8 @@ NO_ITEMS = {"success": True, "data": {"items": []}}
 
 @pytest.fixture
 def pipedrive(connect, monkeypatch):
-    monkeypatch.setenv("TEST_PIPEDRIVE_TOKEN", "pd-secret")
-    return connect("pipedrive", credentials={"token_env": "TEST_PIPEDRIVE_TOKEN"})
+    monkeypatch.setenv("PIPEDRIVE_TEST_TOKEN", "pd-secret")
+    return connect("pipedrive", credentials={"token_env": "PIPEDRIVE_TEST_TOKEN"})
 
 
 def test_creates_a_person_when_the_search_finds_none(httpserver, pipedrive, lead):

@@ -22,19 +22,19 @@ FIELDS = {
     "Country": "GB",
 }
 CREDENTIALS = {
-    "client_id_env": "TEST_SF_CLIENT_ID",
-    "client_secret_env": "TEST_SF_CLIENT_SECRET",
-    "refresh_token_env": "TEST_SF_REFRESH_TOKEN",
-    "access_token_env": "TEST_SF_ACCESS_TOKEN",
+    "client_id_env": "SALESFORCE_TEST_CLIENT_ID",
+    "client_secret_env": "SALESFORCE_TEST_CLIENT_SECRET",
+    "refresh_token_env": "SALESFORCE_TEST_REFRESH_TOKEN",
+    "access_token_env": "SALESFORCE_TEST_ACCESS_TOKEN",
 }
 
 
 @pytest.fixture
 def salesforce(connect, monkeypatch):
-    monkeypatch.setenv("TEST_SF_CLIENT_ID", "3MVG9-client")
-    monkeypatch.setenv("TEST_SF_CLIENT_SECRET", "client-secret")
-    monkeypatch.setenv("TEST_SF_REFRESH_TOKEN", "5Aep-refresh")
-    monkeypatch.setenv("TEST_SF_ACCESS_TOKEN", "00D-old")
+    monkeypatch.setenv("SALESFORCE_TEST_CLIENT_ID", "3MVG9-client")
+    monkeypatch.setenv("SALESFORCE_TEST_CLIENT_SECRET", "client-secret")
+    monkeypatch.setenv("SALESFORCE_TEST_REFRESH_TOKEN", "5Aep-refresh")
+    monkeypatch.setenv("SALESFORCE_TEST_ACCESS_TOKEN", "00D-old")
     return connect("salesforce", credentials=CREDENTIALS)
 
 
@@ -177,6 +177,6 @@ def test_a_503_then_success_reuses_the_idempotent_upsert(httpserver, salesforce,
 
 
 def test_missing_client_secret_names_the_variable(salesforce, monkeypatch):
-    monkeypatch.delenv("TEST_SF_CLIENT_SECRET")
-    with pytest.raises(CrmConfigError, match="TEST_SF_CLIENT_SECRET is not set"):
+    monkeypatch.delenv("SALESFORCE_TEST_CLIENT_SECRET")
+    with pytest.raises(CrmConfigError, match="SALESFORCE_TEST_CLIENT_SECRET is not set"):
         get_connector(salesforce)

@@ -120,10 +120,10 @@ def test_transient_failures_retry_later_then_need_attention(httpserver, hubspot,
 
 
 def test_a_missing_credential_is_recorded_naming_the_variable(hubspot, lead, monkeypatch):
-    monkeypatch.delenv("TEST_HUBSPOT_TOKEN")
+    monkeypatch.delenv("HUBSPOT_TEST_TOKEN")
     record = crm_sync_lead(lead=lead, connection=hubspot)
     assert record.status == CrmRecord.Status.NEEDS_ATTENTION
-    assert "TEST_HUBSPOT_TOKEN is not set" in record.last_error
+    assert "HUBSPOT_TEST_TOKEN is not set" in record.last_error
     assert events("error")[0].error_type == "CrmConfigError"
 
 

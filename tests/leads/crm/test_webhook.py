@@ -16,10 +16,10 @@ SECRET = "whsec-test"
 
 @pytest.fixture
 def webhook(connect, monkeypatch, httpserver):
-    monkeypatch.setenv("TEST_WEBHOOK_SECRET", SECRET)
+    monkeypatch.setenv("CRM_TEST_WEBHOOK_SECRET", SECRET)
     return connect(
         "webhook",
-        credentials={"secret_env": "TEST_WEBHOOK_SECRET"},
+        credentials={"secret_env": "CRM_TEST_WEBHOOK_SECRET"},
         options={"path": "/hooks/leads"},
     )
 
@@ -79,8 +79,8 @@ def test_update_names_the_external_id_and_a_new_state_a_new_event(httpserver, we
 
 
 def test_a_webhook_needs_a_url_and_a_secret(webhook, monkeypatch):
-    monkeypatch.delenv("TEST_WEBHOOK_SECRET")
-    with pytest.raises(CrmConfigError, match="TEST_WEBHOOK_SECRET is not set"):
+    monkeypatch.delenv("CRM_TEST_WEBHOOK_SECRET")
+    with pytest.raises(CrmConfigError, match="CRM_TEST_WEBHOOK_SECRET is not set"):
         get_connector(webhook)
     webhook.base_url = ""
     with pytest.raises(CrmConfigError, match="needs a base URL"):

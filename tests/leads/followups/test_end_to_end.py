@@ -61,7 +61,7 @@ def test_a_lead_from_api_post_to_reply(
     settings, client, hubspot, smtp, dovecot, make_inbox_source, monkeypatch, django_user_model
 ):
     settings.ROOT_URLCONF = "orchestrator.urls"
-    monkeypatch.setenv("E2E_HUBSPOT_TOKEN", "pat-e2e")
+    monkeypatch.setenv("HUBSPOT_E2E_TOKEN", "pat-e2e")
 
     workflow = Workflow.objects.create(name="sales", config=WORKFLOW)
     web = LeadSource.objects.create(
@@ -75,7 +75,7 @@ def test_a_lead_from_api_post_to_reply(
         name="hubspot",
         kind="hubspot",
         base_url=hubspot.url_for("").rstrip("/"),
-        credentials={"token_env": "E2E_HUBSPOT_TOKEN"},
+        credentials={"token_env": "HUBSPOT_E2E_TOKEN"},
     )
     sequence = Sequence.objects.create(slug="welcome", name="Welcome", sender="sales@example.test")
     SequenceStep.objects.create(

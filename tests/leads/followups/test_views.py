@@ -1,10 +1,12 @@
 """One-click unsubscribe (RFC 8058), the open pixel and the click redirect."""
 
 import re
+from datetime import timedelta
 from html import unescape
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import time_machine
 from django.utils import timezone
 
 from audit.models import AuditEvent
@@ -216,3 +218,38 @@ def test_another_emails_click_token_cannot_redirect_to_this_emails_links(
     token = tokens.make_token(tokens.CLICK, other.pk)
     response = client.get(f"/c/{token}", {"u": "https://example.com/demo"})
     assert response.status_code == 400
+
+
+def test_a_replayed_click_link_records_one_event_per_window(client, sent_email, settings):
+    (pricing, demo) = click_urls(sent_email.rendered.html)
+    start = timezone.now()
+    with time_machine.travel(start, tick=False):
+        for _ in range(25):
+            assert client.get(path_of(pricing)).status_code == 302
+        # Another link of the same email is another click.
+        assert client.get(path_of(demo)).status_code == 302
+    assert len(events("email_clicked")) == 2
+    # Inside the window still one; after it, the next click counts again.
+    window = settings.FOLLOWUPS_CLICK_DEDUPE_SECONDS
+    with time_machine.travel(start + timedelta(seconds=window - 1), tick=False):
+        client.get(path_of(pricing))
+    assert len(events("email_clicked")) == 2
+    with time_machine.travel(start + timedelta(seconds=window + 1), tick=False):
+        client.get(path_of(pricing))
+    assert len(events("email_clicked")) == 3
+
+
+def test_tracking_hits_over_the_rate_still_answer_but_record_nothing(client, sent_email, settings):
+    settings.FOLLOWUPS_TRACKING_RATE = "2/m"
+    settings.FOLLOWUPS_CLICK_DEDUPE_SECONDS = 0
+    (pricing, _demo) = click_urls(sent_email.rendered.html)
+    target = parse_qs(urlsplit(pricing).query)["u"][0]
+    with time_machine.travel(timezone.now().replace(second=1), tick=False):
+        responses = [client.get(path_of(pricing)) for _ in range(5)]
+    assert [r.status_code for r in responses] == [302] * 5
+    assert {r["Location"] for r in responses} == {target}
+    assert len(events("email_clicked")) == 2
+    # Over the rate a forged URL is still refused, not redirected.
+    forged = path_of(pricing).split("?")[0] + "?u=https://evil.example/"
+    with time_machine.travel(timezone.now().replace(second=2), tick=False):
+        assert client.get(forged).status_code == 400

@@ -589,3 +589,49 @@ def test_a_literal_backslash_u0000_is_text_not_a_nul(client, raw_key):
     response = post_api(client, {"email": "a@example.com", "a\\u0000": 1}, raw_key)
     assert response.status_code == 201
     assert Lead.objects.get().extra == {"a\\u0000": 1}
+
+
+def refuse_writes(on):
+    """The database refuses writes, as on a full disk or a read-only replica: SQLite's
+    query_only pragma, PostgreSQL's read-only default for new transactions."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        if connection.vendor == "sqlite":
+            cursor.execute(f"PRAGMA query_only = {'ON' if on else 'OFF'}")
+        else:
+            cursor.execute(f"SET default_transaction_read_only = {'on' if on else 'off'}")
+
+
+@pytest.fixture
+def read_only_database():
+    refuse_writes(True)
+    yield
+    refuse_writes(False)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_database_refusing_writes_gets_a_json_503_and_keeps_nothing(
+    client, raw_key, web_source, read_only_database
+):
+    response = post_api(client, {"email": "ann@example.com"}, raw_key)
+    assert response.status_code == 503
+    assert response["Content-Type"] == "application/json"
+    assert response.headers["Retry-After"] == "30"
+    assert "nothing was kept" in json.dumps(response.json())
+
+    form = client.post(FORM_URL, {"email": "bob@example.com"}, headers={"Accept": "text/html"})
+    assert form.status_code == 503
+    assert "nothing was kept" in form.content.decode()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_after_the_outage_the_retried_lead_is_stored_once(client, raw_key, web_source):
+    refuse_writes(True)
+    try:
+        assert post_api(client, {"email": "ann@example.com"}, raw_key).status_code == 503
+    finally:
+        refuse_writes(False)
+    assert not Lead.objects.exists() and not ingested_events()
+    assert post_api(client, {"email": "ann@example.com"}, raw_key).status_code == 201
+    assert Lead.objects.count() == 1 and len(ingested_events()) == 1

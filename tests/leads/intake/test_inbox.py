@@ -25,8 +25,8 @@ from leads.intake.inbox import (
 )
 from leads.models import InboxMessage, Lead, LeadSource
 
-USER_ENV = "TEST_IMAP_USER"
-PASSWORD_ENV = "TEST_IMAP_PASSWORD"
+USER_ENV = "IMAP_TEST_USER"
+PASSWORD_ENV = "IMAP_TEST_PASSWORD"
 DATE = "Tue, 03 Mar 2026 10:00:00 +0000"
 
 

@@ -43,7 +43,7 @@ def test_the_example_config_loads_and_reloads(users):
     assert "sources" not in workflow.config
     inbox = LeadSource.objects.get(slug="sales-inbox")
     assert inbox.workflow == workflow
-    assert inbox.options["inbox"]["password_env"] == "SALES_INBOX_PASSWORD"
+    assert inbox.options["inbox"]["password_env"] == "INBOX_SALES_PASSWORD"
     assert TeamMember.objects.get(team__slug="emea", user__username="alice").weight == 2
     # Upsert: loading again changes nothing and duplicates nothing.
     assert load(EXAMPLE)[0] is None

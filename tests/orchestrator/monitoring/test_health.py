@@ -24,8 +24,18 @@ ROOT = Path(__file__).resolve().parents[3]
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 
 
-def healthz(client, query=""):
-    response = client.get("/healthz" + query)
+TOKEN = "monitor-token-for-tests"
+
+
+@pytest.fixture(autouse=True)
+def healthz_token(settings):
+    settings.HEALTHZ_TOKEN = TOKEN
+
+
+def healthz(client, query="", *, token=TOKEN):
+    """The monitor's view: with the token, every check's details."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    response = client.get("/healthz" + query, headers=headers)
     assert response["Content-Type"] == "application/json"
     return response, response.json()
 
@@ -211,7 +221,7 @@ def _closed_port() -> int:
 
 HEALTHZ_IN_A_PROCESS = """
 from django.test import Client
-response = Client(HTTP_HOST="localhost").get("/healthz")
+response = Client(HTTP_HOST="localhost").get("/healthz", headers={"Authorization": "Bearer t"})
 print(response.status_code)
 print(response.content.decode())
 """
@@ -226,7 +236,7 @@ def test_database_down_is_503(run_python, tmp_path, engine):
         "postgresql": f"postgresql://orchestrator@127.0.0.1:{port}/orchestrator",
         "sqlite": f"sqlite:///{tmp_path}/missing/db.sqlite3",
     }[engine]
-    proc = run_python(HEALTHZ_IN_A_PROCESS, env={"DATABASE_URL": url})
+    proc = run_python(HEALTHZ_IN_A_PROCESS, env={"DATABASE_URL": url, "HEALTHZ_TOKEN": "t"})
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     status, body = out.split("\n", 1)
@@ -305,3 +315,32 @@ def test_a_real_worker_is_healthy_until_it_stops(client):
     response, body = healthz(client)
     assert response.status_code == 503
     assert body["checks"]["worker"]["error"] == "no worker running (start manage.py run_worker)"
+
+
+@pytest.mark.django_db
+def test_anonymous_callers_get_ok_or_fail_only(client, worker):
+    response, body = healthz(client, token="")
+    assert response.status_code == 200 and body == {"status": "ok"}
+    response, body = healthz(client, token="a-guess")
+    assert response.status_code == 200 and body == {"status": "ok"}
+    forget(worker_id="w1")
+    response, body = healthz(client, token="")
+    assert response.status_code == 503 and body == {"status": "fail"}
+
+
+@pytest.mark.django_db
+def test_a_dashboard_user_sees_the_details_and_a_user_without_a_role_does_not(
+    client, auditor, norole, worker
+):
+    client.force_login(norole)
+    assert healthz(client, token="")[1] == {"status": "ok"}
+    client.force_login(auditor)
+    body = healthz(client, token="")[1]
+    assert body["checks"]["worker"]["workers_alive"] == 1
+
+
+@pytest.mark.django_db
+def test_without_a_token_configured_no_bearer_value_opens_the_details(client, settings, worker):
+    settings.HEALTHZ_TOKEN = ""
+    for token in ("", " ", "None"):
+        assert healthz(client, token=token)[1] == {"status": "ok"}

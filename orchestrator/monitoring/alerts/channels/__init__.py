@@ -9,10 +9,11 @@ and schedules the next attempt.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar
+
+from core.credentials import CredentialError, read_credential
 
 if TYPE_CHECKING:
     from orchestrator.monitoring.alerts.models import AlertChannel
@@ -87,16 +88,20 @@ class BaseChannel:
         raise NotImplementedError
 
     def secret(self) -> str:
-        name = self.channel.secret_env
+        return self.credential("secret_env", "the signing secret")
+
+    def credential(self, field: str, what: str) -> str:
+        """The value of the environment variable the channel's `field` names.
+
+        Read through the credential rule (core.credentials) at send time too,
+        so a row written past AlertChannel.clean cannot read SECRET_KEY.
+        """
+        name = getattr(self.channel, field)
         if not name:
             raise ChannelError(
-                f"alert channel {self.channel.name!r} names no secret_env", permanent=True
+                f"alert channel {self.channel.name!r} names no {field}", permanent=True
             )
-        value = os.environ.get(name, "")
-        if not value:
-            raise ChannelError(
-                f"environment variable {name} is not set (the signing secret of alert "
-                f"channel {self.channel.name!r})",
-                permanent=True,
-            )
-        return value
+        try:
+            return read_credential(name, purpose=f"{what} of alert channel {self.channel.name!r}")
+        except CredentialError as exc:
+            raise ChannelError(str(exc), permanent=True) from None

@@ -17,7 +17,10 @@ a receiver that rejects old timestamps cannot be fed a captured request
 again. The secret comes from the environment variable the channel names.
 
 Slack gets {"text": ..., "blocks": [...]} (Block Kit); its incoming-webhook
-URL is the credential, so there is no signature.
+URL is the credential, so there is no signature, and the URL is never stored:
+the channel names the environment variable holding it (url_env, e.g.
+SLACK_OPS_URL), read through core.credentials when a notice is sent. Errors
+name the host only, so the URL's secret path never reaches Delivery.last_error.
 
 Each send is retried a few times at once with exponential backoff and jitter
 (tenacity, as the CRM connectors do) on connection errors, timeouts, 408, 429
@@ -75,6 +78,13 @@ class _HttpChannel(BaseChannel):
             return {"secret_env": "Name the environment variable holding the signing secret."}
         return {}
 
+    def url(self) -> str:
+        return self.channel.target
+
+    def redact(self, text: str, url: str) -> str:
+        """`text` safe to store where staff can read it (Delivery.last_error)."""
+        return text
+
     def payload(self, notice: Notice, sent_at: int) -> dict[str, Any]:
         raise NotImplementedError
 
@@ -106,15 +116,16 @@ class _HttpChannel(BaseChannel):
             **self.headers(notice, timestamp, body),
         }
         timeout = settings.ALERTS_HTTP_TIMEOUT
-        url = self.channel.target
+        url = self.url()
         where = urlsplit(url).netloc
         try:
             response = requests.post(url, data=body, headers=headers, timeout=timeout)
         except (requests.Timeout, requests.ConnectionError) as exc:
-            raise ChannelError(f"POST to {where} failed: {exc}") from exc
+            raise ChannelError(self.redact(f"POST to {where} failed: {exc}", url)) from None
         except requests.RequestException as exc:
             # InvalidURL, MissingSchema, ...: the configuration, not the network.
-            raise ChannelError(f"POST to {where}: {exc}", permanent=True) from exc
+            message = self.redact(f"POST to {where}: {exc}", url)
+            raise ChannelError(message, permanent=True) from None
         status = response.status_code
         if status < 300:
             return
@@ -147,6 +158,29 @@ def slack_escape(text: str) -> str:
 
 class SlackChannel(_HttpChannel):
     kind = "slack"
+
+    @classmethod
+    def validate(cls, channel) -> dict[str, str]:
+        if channel.target:
+            return {
+                "target": "Leave empty: a Slack webhook URL is a credential. Put it in an "
+                "environment variable (e.g. SLACK_OPS_URL) and name that in url_env."
+            }
+        if not channel.url_env:
+            return {"url_env": "Name the environment variable holding the Slack webhook URL."}
+        return {}
+
+    def url(self) -> str:
+        return self.credential("url_env", "the Slack webhook URL")
+
+    def redact(self, text: str, url: str) -> str:
+        # requests puts the URL, or its path, in connection errors; the path
+        # (/services/T.../B.../secret) is what lets anyone post.
+        parts = urlsplit(url)
+        for secret in (url, parts.path):
+            if secret and secret != "/":
+                text = text.replace(secret, "/<redacted>")
+        return text
 
     def payload(self, notice: Notice, sent_at: int) -> dict[str, Any]:
         icon = ":white_check_mark:" if notice.resolved else ":rotating_light:"

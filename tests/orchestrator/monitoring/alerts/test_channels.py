@@ -239,10 +239,9 @@ def test_a_webhook_whose_secret_is_not_set_fails_without_sending(
 # --- Slack ---------------------------------------------------------------------------------
 
 
-def test_slack_gets_text_and_blocks(httpserver, firing, workflow):
-    channel = AlertChannel.objects.create(
-        name="slack", kind="slack", target=httpserver.url_for("/services/T0/B0/xyz")
-    )
+def test_slack_gets_text_and_blocks(httpserver, firing, workflow, monkeypatch):
+    monkeypatch.setenv("SLACK_TEST_URL", httpserver.url_for("/services/T0/B0/xyz"))
+    channel = AlertChannel.objects.create(name="slack", kind="slack", url_env="SLACK_TEST_URL")
     httpserver.expect_ordered_request("/services/T0/B0/xyz", method="POST").respond_with_data("ok")
     httpserver.expect_ordered_request("/services/T0/B0/xyz", method="POST").respond_with_data("ok")
     firing.channels.add(channel)

@@ -179,6 +179,11 @@ def test_models_validate_parameters_and_targets(db):
         ).full_clean()
     with pytest.raises(ValidationError, match="not an email address"):
         AlertChannel(name="m", kind="email", target="ops@example.test, nobody").full_clean()
-    with pytest.raises(ValidationError, match="URL"):
-        AlertChannel(name="s", kind="slack", target="not a url").full_clean()
-    AlertChannel(name="s", kind="slack", target="https://hooks.slack.test/T/B/x").full_clean()
+    # A Slack webhook URL is a credential: named by url_env, never stored.
+    with pytest.raises(ValidationError, match="a Slack webhook URL is a credential"):
+        AlertChannel(name="s", kind="slack", target="https://hooks.slack.test/T/B/x").full_clean()
+    with pytest.raises(ValidationError, match="url_env"):
+        AlertChannel(name="s", kind="slack").full_clean()
+    with pytest.raises(ValidationError, match="AUDIT_SIGNING_KEY may not be used as a credential"):
+        AlertChannel(name="s", kind="slack", url_env="AUDIT_SIGNING_KEY").full_clean()
+    AlertChannel(name="s", kind="slack", url_env="SLACK_OPS_URL").full_clean()
