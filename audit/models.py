@@ -204,10 +204,14 @@ class AuditLeadDay(models.Model):
         return f"{self.day} {self.workflow} {self.lead_public_id}"
 
 
-class IntegrityCheck(models.Model):
+class IntegrityCheck(AppendOnlyModel):
     """The outcome of one full verification of the audit trail (verify_audit, or the
     monthly report when it is sent). Verifying reads every event, far too slow for a
-    page view at scale: the dashboard's monthly report shows the last check instead."""
+    page view at scale: the dashboard's monthly report shows the last check instead.
+
+    MAC'd like a seal (audit.verification.check_fields), so a row written by anyone
+    without the key is not shown as a verification; append-only (ORM, and a
+    PostgreSQL trigger)."""
 
     checked_at = models.DateTimeField(default=timezone.now)
     ok = models.BooleanField()
@@ -215,6 +219,8 @@ class IntegrityCheck(models.Model):
     seals_checked = models.PositiveIntegerField()
     unsealed = models.PositiveBigIntegerField(default=0)
     first_problem = models.TextField(blank=True)
+    # Empty on checks recorded before MACs (migration 0009): shown as unverified.
+    mac = models.CharField(max_length=64, blank=True, default="")
 
     class Meta:
         # Kept under its first home's table name (state-only move from the reports app).

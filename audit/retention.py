@@ -91,9 +91,6 @@ def prune(
     run = uuid.uuid4()
     for seal in seals:
         with transaction.atomic():
-            if connection.vendor == "postgresql":
-                with connection.cursor() as cursor:
-                    cursor.execute("SET LOCAL audit.allow_prune = 'on'")
             rows = list(
                 _prunable(seal, before)
                 .order_by("id")
@@ -101,16 +98,12 @@ def prune(
             )
             if not rows:
                 continue
-            ids = [r[0] for r in rows]
-            AuditEvent.objects.filter(id__in=ids)._raw_delete(connection.alias)
-            if connection.vendor == "postgresql":
-                # SET LOCAL lasts to the end of the outermost transaction; close
-                # the door again in case the caller wrapped us in one.
-                with connection.cursor() as cursor:
-                    cursor.execute("SET LOCAL audit.allow_prune = 'off'")
-            remaining = AuditEvent.objects.filter(ranges_q(seal.ranges)).exists()
+            # The record is written first: on PostgreSQL the deleting function
+            # deletes exactly what it names (migration 0008).
+            in_seal = AuditEvent.objects.filter(ranges_q(seal.ranges)).count()
             emptied = (
-                not remaining and len(rows) + len(pruned_macs(seal.number)) == seal.event_count
+                in_seal == len(rows)
+                and len(rows) + len(pruned_macs(seal.number)) == seal.event_count
             )
             record = AuditPrune(
                 run=run,
@@ -126,6 +119,7 @@ def prune(
             )
             record.digest = record_mac(prune_fields(record))
             record.save()
+            _delete(record, [r[0] for r in rows])
             remove_from_rollups(rows)
             _drop_lead_days(rows)
             result.deleted += len(rows)
@@ -145,6 +139,19 @@ def prune(
             },
         )
     return result
+
+
+def _delete(record: AuditPrune, ids: list[int]) -> None:
+    """Delete the events `record` names. On PostgreSQL only audit_prune_seal() may
+    (the append-only trigger refuses everyone else); SQLite has no trigger."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT audit_prune_seal(%s)", [record.pk])
+            (deleted,) = cursor.fetchone()
+        if deleted != len(ids):  # the function raises first; this is a tripwire
+            raise RuntimeError(f"prune record {record.pk}: {deleted} deleted, {len(ids)} named")
+    else:
+        AuditEvent.objects.filter(id__in=ids)._raw_delete(connection.alias)
 
 
 def retention_cutoff(*, now: datetime, days: int) -> datetime:

@@ -15,7 +15,7 @@ from datetime import UTC, date, datetime, timedelta
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
-from django.db.models import Count, Q, QuerySet, Sum, TextField
+from django.db.models import Count, Min, Q, QuerySet, Sum, TextField
 from django.db.models.functions import Cast
 from django.db.models.lookups import IContains
 from django.utils import timezone
@@ -465,6 +465,32 @@ def event_keys(*, event_ids: Iterable[int]) -> dict[int, tuple[datetime, int]]:
 def last_event_id() -> int:
     """The highest event id now (an export stops there, so it does not list itself)."""
     return AuditEvent.objects.order_by("-id").values_list("id", flat=True).first() or 0
+
+
+@dataclass(frozen=True)
+class UnsealedEvents:
+    count: int
+    first_id: int | None
+    oldest: datetime | None  # the earliest timestamp among them, as verify_audit reports it
+
+
+def unsealed_events() -> UnsealedEvents:
+    """The events no seal covers yet: past the head seal's high water, or late
+    commits inside its open gaps; the same tail statistics() reads.
+
+    Found by id alone (the primary key), so the read is as small as the tail:
+    a handful of rows while the sealer keeps up.
+    """
+    head = AuditSeal.objects.order_by("-number").only("high_water", "open_gaps").first()
+    unsealed = Q(id__gt=head.high_water if head else 0)
+    for lo, hi, _seen in head.open_gaps if head else []:
+        unsealed |= Q(id__range=(lo, hi))
+    row = (
+        AuditEvent.objects.filter(unsealed)
+        .order_by()
+        .aggregate(n=Count("id"), first_id=Min("id"), oldest=Min("timestamp"))
+    )
+    return UnsealedEvents(count=row["n"], first_id=row["first_id"], oldest=row["oldest"])
 
 
 def iter_matching(

@@ -126,7 +126,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # extra service; `migrate` is followed by `createcachetable` (see Makefile).
 CACHES = {
     "default": {
-        "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+        # Django's DatabaseCache, storing JSON: nothing read back is unpickled.
+        "BACKEND": "core.cache.JSONDatabaseCache",
         "LOCATION": "orchestrator_cache",
     }
 }

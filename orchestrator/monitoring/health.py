@@ -1,8 +1,8 @@
 """GET /healthz for load balancers and monitoring: JSON, 200 when every check passes, else 503.
 
-Checks, in order: the database answers SELECT 1 within HEALTHZ_DB_TIMEOUT_SECONDS;
-a task worker beat within HEALTHZ_WORKER_MAX_AGE_SECONDS (and, if configured,
-the next task in line has not waited too long); every enabled workflow ran
+Checks, in order: the database answers SELECT 1 within HEALTHZ_DB_TIMEOUT_SECONDS
+and would accept writes; a task worker beat within HEALTHZ_WORKER_MAX_AGE_SECONDS
+(and, if configured, the next task in line has not waited too long); every enabled workflow ran
 recently (if HEALTHZ_WORKFLOW_MAX_AGE_SECONDS is set). `?check=database` (any
 subset, comma-separated) runs only those.
 
@@ -15,10 +15,23 @@ Anonymous callers get only {"status": "ok"|"fail"} and the status code: how
 many workers run and which workflows exist is nobody else's business. The
 per-check details go to a monitor sending `Authorization: Bearer
 <HEALTHZ_TOKEN>` and to a logged-in dashboard user.
+
+"Writable" without writing: the probe asks the database whether it would
+refuse writes (PostgreSQL: a standby in recovery, or a read-only transaction
+by default_transaction_read_only, set for the role, the database or the
+server; SQLite: PRAGMA query_only, or a file or folder the process may not
+write) and reports `writable: false`, a 503. What that cannot show is a full
+disk: the only proof a write succeeds is a write, and a test write on every
+probe from every balancer is the load this view exists to avoid. The worker
+heartbeat is that write, made every few seconds by every worker: a database
+that refuses it (a full disk, a quota) leaves the heartbeat stale, and the
+worker check fails within HEALTHZ_WORKER_MAX_AGE_SECONDS saying so, while the
+database check still reads fine.
 """
 
 import hmac
 import logging
+import os
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -46,6 +59,31 @@ def _age(now: datetime, then: datetime | None) -> float | None:
     return None if then is None else round((now - then).total_seconds(), 1)
 
 
+def _sqlite_read_only_reason(cursor: Any) -> str | None:
+    cursor.execute("PRAGMA query_only")
+    if cursor.fetchone()[0]:
+        return "query_only"
+    name = str(connection.settings_dict["NAME"])
+    if name.startswith("file:") or not os.path.isfile(name):
+        return None  # in memory, or a URI this cannot judge
+    # The folder too: SQLite writes its journal (or WAL) beside the file.
+    if not (os.access(name, os.W_OK) and os.access(os.path.dirname(name) or ".", os.W_OK)):
+        return "file not writable"
+    return None
+
+
+def _postgresql_read_only_reason(cursor: Any) -> str | None:
+    # Inside the probe's transaction, so transaction_read_only also reflects
+    # default_transaction_read_only however it was set (role, database, server).
+    cursor.execute("SELECT pg_is_in_recovery(), current_setting('transaction_read_only')")
+    in_recovery, read_only = cursor.fetchone()
+    if in_recovery:
+        return "in recovery (a standby)"
+    if read_only == "on":
+        return "transaction_read_only"
+    return None
+
+
 def check_database(now: datetime) -> Check:
     try:
         if connection.vendor == "postgresql":
@@ -57,16 +95,23 @@ def check_database(now: datetime) -> Check:
                 cursor.execute(f"SET LOCAL statement_timeout = {timeout_ms}")
                 cursor.execute("SELECT 1")
                 cursor.fetchone()
+                read_only = _postgresql_read_only_reason(cursor)
         else:
             # No transaction on SQLite: BEGIN IMMEDIATE would queue the probe
             # behind every writer.
             with connection.cursor() as cursor:
                 cursor.execute("SELECT 1")
                 cursor.fetchone()
+                read_only = (
+                    _sqlite_read_only_reason(cursor) if connection.vendor == "sqlite" else None
+                )
     except DatabaseError:
         log.warning("healthz: database check failed", exc_info=True)
         return {"ok": False, "error": "database unreachable"}
-    return {"ok": True}
+    if read_only:
+        log.warning("healthz: database refuses writes: %s", read_only)
+        return {"ok": False, "writable": False, "error": f"database is read-only ({read_only})"}
+    return {"ok": True, "writable": True}
 
 
 def _tasks_need_a_worker() -> bool:
@@ -111,7 +156,12 @@ def check_worker(now: datetime) -> Check:
     if age is None:
         result["error"] = "no worker running (start manage.py run_worker)"
     elif not result["ok"]:
-        result["error"] = "worker heartbeat stale" if age > max_age else "tasks waiting too long"
+        result["error"] = (
+            # The heartbeat is also this check's write probe (see above).
+            "worker heartbeat stale (worker down, or the database refusing its writes)"
+            if age > max_age
+            else "tasks waiting too long"
+        )
     return result
 
 
@@ -192,7 +242,8 @@ def healthz(request: HttpRequest) -> JsonResponse:
             checks[name] = {"ok": False, "error": "database error"}
             database_down = True
         if name == "database" and not checks[name]["ok"]:
-            database_down = True
+            # A read-only database still answers the other checks' reads.
+            database_down = checks[name].get("writable") is not False
     ok = all(check["ok"] for check in checks.values())
     body: dict[str, Any] = {"status": "ok" if ok else "fail"}
     if _may_see_details(request):

@@ -10,6 +10,8 @@ import socket
 import subprocess
 import sys
 import threading
+from datetime import datetime
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -202,6 +204,25 @@ def test_crontab_schedules_are_valid():
         for field, (low, high) in zip(fields, ranges, strict=True):
             assert _field_ok(field, low, high), f"{args}: {field!r}"
     assert not _field_ok("61", 0, 59)  # the checker can fail
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze")
+def test_the_sealer_runs_well_within_the_unsealed_bound(settings):
+    # AUDIT_SEAL_MAX_AGE_SECONDS is what verify_audit and the unsealed_events
+    # alert rule hold the sealer to; a pass at the bound itself would trip them.
+    [calendar] = timers()["orchestrator-seal-audit.timer"]["Timer"]["OnCalendar"]
+    result = subprocess.run(
+        ["systemd-analyze", "calendar", "--iterations=4", calendar],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    times = re.findall(r"(?:Next elapse|Iter\. #\d+): \w+ (\S+ \S+)", result.stdout)
+    elapses = [datetime.fromisoformat(t) for t in times]
+    assert len(elapses) == 4, result.stdout
+    gaps = {(b - a).total_seconds() for a, b in pairwise(elapses)}
+    assert max(gaps) <= settings.AUDIT_SEAL_MAX_AGE_SECONDS / 2, gaps
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze")

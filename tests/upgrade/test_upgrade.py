@@ -352,6 +352,7 @@ def test_migrate_alone_upgrades_a_database_of_e896309(snapshot, tmp_path):
             "audit_auditevent_append_only",
             "audit_auditseal_append_only",
             "audit_auditprune_append_only",
+            "reports_integritycheck_append_only",
         }
 
     # Every task row, finished or queued, now names the task where it lives.

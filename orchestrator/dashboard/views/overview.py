@@ -12,7 +12,8 @@ from urllib.parse import urlencode
 from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.safestring import SafeString, mark_safe
+from django.utils.html import conditional_escape
+from django.utils.safestring import SafeData
 from django.views.decorators.http import require_GET
 
 from audit.types import ERROR
@@ -72,9 +73,10 @@ def _kpis(request: HttpRequest, period: Period) -> dict[str, Any]:
 # with them (keyed by the same minute).
 
 
-def _cached_svg(svg: str) -> SafeString:
-    # The cache holds what bar_chart made safe; it comes back as a plain str.
-    return mark_safe(svg)
+def _cached_svg(svg: str) -> str:
+    # Shown unescaped only when it comes back as bar_chart's safe output (the
+    # cache signs safe text); any other string from the cache is escaped.
+    return svg if isinstance(svg, SafeData) else conditional_escape(svg)
 
 
 def _volume(request: HttpRequest, period: Period) -> dict[str, Any]:
@@ -82,12 +84,10 @@ def _volume(request: HttpRequest, period: Period) -> dict[str, Any]:
 
     def render() -> str:
         links = [_events_url(period, a, b, type="lead_ingested") for a, b in volume.buckets]
-        return str(
-            bar_chart(
-                labels=[_label(period, a) for a, _b in volume.buckets],
-                series=[Series(s.name, s.values, links=links) for s in volume.series],
-                title="New leads by source",
-            )
+        return bar_chart(
+            labels=[_label(period, a) for a, _b in volume.buckets],
+            series=[Series(s.name, s.values, links=links) for s in volume.series],
+            title="New leads by source",
         )
 
     svg = selectors.cached("volume-svg", period, render)
@@ -99,12 +99,10 @@ def _errors(request: HttpRequest, period: Period) -> dict[str, Any]:
     links = [_events_url(period, a, b, type=ERROR) for a, b in errors.buckets]
 
     def render() -> str:
-        return str(
-            bar_chart(
-                labels=[_label(period, a) for a, _b in errors.buckets],
-                series=[Series("Errors", errors.counts, links=links, marked=errors.spikes)],
-                title="Errors",
-            )
+        return bar_chart(
+            labels=[_label(period, a) for a, _b in errors.buckets],
+            series=[Series("Errors", errors.counts, links=links, marked=errors.spikes)],
+            title="Errors",
         )
 
     rule = errors.rule

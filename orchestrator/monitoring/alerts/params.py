@@ -55,6 +55,10 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "workflow_missed": {
         "properties": {"max_age_minutes": MINUTES, "workflow": NAME},
     },
+    "unsealed_events": {
+        # null: AUDIT_SEAL_MAX_AGE_SECONDS, read when the rule is evaluated.
+        "properties": {"max_age_seconds": {"type": ["integer", "null"], "minimum": 1}},
+    },
 }
 
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -64,6 +68,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "inbox_failing": {"window_minutes": 15, "min_failures": 1},
     "queue_stalled": {"max_age_minutes": 15},
     "workflow_missed": {"max_age_minutes": 60},
+    "unsealed_events": {"max_age_seconds": None},
 }
 
 RULES = "orchestrator.monitoring.alerts.rules"
@@ -77,6 +82,7 @@ RULE_KINDS: Registry[Evaluator] = Registry(
         "inbox_failing": ("Inbox poll failing", f"{RULES}.inbox_failing"),
         "queue_stalled": ("Task queue not draining", f"{RULES}.queue_stalled"),
         "workflow_missed": ("Workflow missed its schedule", f"{RULES}.workflow_missed"),
+        "unsealed_events": ("Audit events left unsealed", f"{RULES}.unsealed_events"),
     },
 )
 

@@ -6,7 +6,8 @@ They only read, and each reads through an index: error counts and failed CRM
 syncs are the dashboard's figures (orchestrator.dashboard.figures: the rollups
 and the (event_type, timestamp) index), error groups through the partial
 indexes on AuditEvent.fingerprint, tasks through django_tasks_db's partial
-index on READY tasks, runs through (workflow, -started_at).
+index on READY tasks, runs through (workflow, -started_at), the unsealed tail
+of the audit trail through the primary key (audit.selectors.unsealed_events).
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db.models import Count, Max, Min, Q, QuerySet
 from django.urls import NoReverseMatch, reverse
 from django_tasks_db.models import DBTaskResult, get_date_max
 
+from audit import selectors as audit_selectors
 from audit.models import AuditEvent
 from leads.crm.models import CrmConnection
 from leads.models import LeadSource
@@ -28,6 +31,7 @@ from orchestrator.dashboard import figures
 from orchestrator.monitoring.spikes import BaselineRule, baseline_threshold, exceeds_baseline
 
 SITE = "errors"  # the key of the one site-wide incident of an error-spike rule
+TRAIL = "audit"  # the key of the one incident of an unsealed-events rule
 TOP_GROUPS = 5
 
 
@@ -317,3 +321,32 @@ def workflow_missed(params: dict[str, Any], now: datetime) -> dict[str, Finding]
             path=_path("workflow-runs", query=f"workflow={workflow.name}"),
         )
     return found
+
+
+def unsealed_events(params: dict[str, Any], now: datetime) -> dict[str, Finding]:
+    """The audit trail's unsealed window: the oldest event no seal covers is older
+    than max_age_seconds (AUDIT_SEAL_MAX_AGE_SECONDS unless set), the bound
+    verify_audit holds the sealer to. One incident; sealing resolves it."""
+    max_age = params["max_age_seconds"] or settings.AUDIT_SEAL_MAX_AGE_SECONDS
+    tail = audit_selectors.unsealed_events()
+    if tail.oldest is None:
+        return {}
+    age = (now - tail.oldest).total_seconds()
+    if age <= max_age:
+        return {}
+    return {
+        TRAIL: Finding(
+            summary=(
+                f"{tail.count} audit events are not sealed, the oldest for {int(age)} s "
+                f"(bound {max_age} s): is seal_audit running?"
+            ),
+            details={
+                "unsealed": tail.count,
+                "first_id": tail.first_id,
+                "oldest_at": tail.oldest.isoformat(),
+                "age_seconds": round(age, 1),
+                "max_age_seconds": max_age,
+            },
+            path=_path("event-detail", tail.first_id) if tail.first_id else "",
+        )
+    }

@@ -19,7 +19,12 @@ from django.db.models import Count, Max, Sum
 from audit.integrity import verify as verify_trail
 from audit.models import AuditEvent, AuditPrune
 from audit.selectors import statistics
-from audit.verification import last_verification, record_verification
+from audit.verification import (
+    check_status,
+    last_verification,
+    latest_check,
+    record_verification,
+)
 from leads.models import Lead, LeadSource
 from orchestrator.dashboard import figures
 from orchestrator.monitoring.reports.kinds import REPORT_KINDS
@@ -435,16 +440,42 @@ INTEGRITY_HEADERS = [
 ]
 
 
+CHECK_NOT_VERIFIED = {
+    "unmacd": "UNVERIFIED (recorded before MACs)",
+    "tampered": "TAMPERED (its MAC does not verify)",
+}
+
+
+def _check_row(check: Any, result: str) -> list:
+    return [
+        result,
+        check.events_checked,
+        check.seals_checked,
+        check.unsealed,
+        check.first_problem,
+        f"{check.checked_at.astimezone(UTC):%Y-%m-%d %H:%M}",
+    ]
+
+
 def _integrity_table(verify: Callable[[], Any], *, recorded: bool) -> Table:
     """The audit trail's integrity: verified now (and recorded as the latest check), or,
-    with `recorded`, the latest recorded check (verify_audit or a sent monthly report)."""
+    with `recorded`, the latest recorded check (verify_audit or a sent monthly report).
+
+    Only a check whose MAC verifies shows as a result; a newer row without a valid MAC
+    (forged, altered, or recorded before MACs) is listed above it as such."""
+    rows = []
     if recorded:
         check = last_verification()
+        newest = latest_check()
+        if newest is not None and (status := check_status(newest)) != "verified":
+            rows.append(_check_row(newest, CHECK_NOT_VERIFIED[status]))
         title = "Audit trail integrity (the last full verification, by verify_audit)"
     else:
         check = record_verification(verify())
         title = "Audit trail integrity (verify_audit, run when this report was made)"
-    if check is None:
+    if check is not None:
+        rows.append(_check_row(check, "OK" if check.ok else "FAILED"))
+    if not rows:
         return Table(
             "integrity",
             title,
@@ -452,15 +483,7 @@ def _integrity_table(verify: Callable[[], Any], *, recorded: bool) -> Table:
             [],
             empty="Not verified yet: run manage.py verify_audit (e.g. nightly from cron).",
         )
-    row = [
-        "OK" if check.ok else "FAILED",
-        check.events_checked,
-        check.seals_checked,
-        check.unsealed,
-        check.first_problem,
-        f"{check.checked_at.astimezone(UTC):%Y-%m-%d %H:%M}",
-    ]
-    return Table("integrity", title, INTEGRITY_HEADERS, [row])
+    return Table("integrity", title, INTEGRITY_HEADERS, rows)
 
 
 def build_monthly(

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import threading
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -60,7 +61,7 @@ def test_all_ok_is_200_without_login_and_writes_nothing(client, worker):
     assert response.status_code == 200
     assert body["status"] == "ok"
     assert body["time"] == NOW.isoformat()
-    assert body["checks"]["database"] == {"ok": True}
+    assert body["checks"]["database"] == {"ok": True, "writable": True}
     assert body["checks"]["worker"] == {
         "ok": True,
         "last_heartbeat_seconds_ago": 0.0,
@@ -100,7 +101,9 @@ def test_a_stale_heartbeat_is_503(client, settings, worker, frozen):
     assert response.status_code == 503
     assert body["checks"]["worker"]["ok"] is False
     assert body["checks"]["worker"]["workers_alive"] == 0
-    assert body["checks"]["worker"]["error"] == "worker heartbeat stale"
+    assert body["checks"]["worker"]["error"] == (
+        "worker heartbeat stale (worker down, or the database refusing its writes)"
+    )
 
 
 @pytest.mark.django_db
@@ -251,6 +254,72 @@ def test_database_down_is_503(run_python, tmp_path, engine):
     # The driver's message (host, port, path) goes to the log, not to the public.
     assert str(port) not in body and "missing" not in body
     assert "healthz: database check failed" in err
+
+
+@contextmanager
+def read_only_session():
+    """The connection the view uses refuses writes, as a read-only server would."""
+    from django.db import connection
+
+    statements = {
+        "postgresql": (
+            "SET default_transaction_read_only = on",
+            "RESET default_transaction_read_only",
+        ),
+        "sqlite": ("PRAGMA query_only = ON", "PRAGMA query_only = OFF"),
+    }[connection.vendor]
+    with connection.cursor() as cursor:
+        cursor.execute(statements[0])
+    try:
+        yield connection.vendor
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(statements[1])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_read_only_database_is_503_and_the_other_checks_still_run(client, worker):
+    with read_only_session() as vendor:
+        response, body = healthz(client)
+        assert response.status_code == 503
+        reason = {"postgresql": "transaction_read_only", "sqlite": "query_only"}[vendor]
+        assert body["checks"]["database"] == {
+            "ok": False,
+            "writable": False,
+            "error": f"database is read-only ({reason})",
+        }
+        # Reads still work: the worker's heartbeat is judged, not assumed down.
+        assert body["checks"]["worker"]["ok"] is True
+        anonymous, anonymous_body = healthz(client, token="")
+        assert anonymous.status_code == 503 and anonymous_body == {"status": "fail"}
+
+    response, body = healthz(client)
+    assert response.status_code == 200
+    assert body["checks"]["database"] == {"ok": True, "writable": True}
+
+
+def test_an_sqlite_file_the_process_may_not_write_is_read_only(tmp_path, monkeypatch):
+    from django.db import connection
+
+    from orchestrator.monitoring import health
+
+    if connection.vendor != "sqlite":
+        pytest.skip("SQLite only")
+    path = tmp_path / "db.sqlite3"
+    path.write_bytes(b"")
+    monkeypatch.setitem(connection.settings_dict, "NAME", str(path))
+    monkeypatch.setattr(health.os, "access", lambda p, mode: p != str(path))
+
+    class Cursor:
+        def execute(self, sql):
+            assert sql == "PRAGMA query_only"
+
+        def fetchone(self):
+            return (0,)
+
+    assert health._sqlite_read_only_reason(Cursor()) == "file not writable"
+    monkeypatch.setattr(health.os, "access", lambda p, mode: True)
+    assert health._sqlite_read_only_reason(Cursor()) is None
 
 
 def _lines(stream) -> "queue.Queue[str]":

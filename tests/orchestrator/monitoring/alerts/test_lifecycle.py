@@ -5,8 +5,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import time_machine
 from django.core.exceptions import ValidationError
+from django.core.management import call_command
 
 from audit.models import AuditEvent
+from audit.services import record_event
 from orchestrator.monitoring.alerts.models import AlertChannel, AlertRule, Delivery, Incident
 from orchestrator.monitoring.alerts.services import check_alerts, evaluate_rule
 from tests.orchestrator.monitoring.alerts.conftest import BASE_URL, add_run
@@ -80,6 +82,38 @@ def test_an_incident_alerts_once_then_resolves_with_a_notice(missed, workflow, m
     assert Incident.objects.filter(state="open").count() == 1
     assert Incident.objects.count() == 2
     assert len(mailoutbox) == 3
+
+
+def test_unsealed_events_open_one_incident_until_the_sealer_runs(
+    make_rule, email_channel, settings, mailoutbox
+):
+    settings.AUDIT_SEAL_MAX_AGE_SECONDS = 60
+    make_rule("unsealed_events", [email_channel])
+    with time_machine.travel(T0, tick=False):
+        record_event(event_type="lead_ingested")
+        record_event(event_type="lead_ingested")
+    # Within the bound: quiet.
+    assert run_at(T0 + timedelta(seconds=30)).counts["opened"] == 0
+
+    # The sealer is not running; the window grows past the bound.
+    summary = run_at(T0 + timedelta(seconds=75))
+    assert (summary.counts["opened"], summary.counts["sent"]) == (1, 1)
+    incident = Incident.objects.get()
+    assert incident.state == "open" and incident.key == "audit"
+    assert incident.details["age_seconds"] == 75.0
+    assert incident.details["unsealed"] == 2
+    assert incident.details["max_age_seconds"] == 60
+    assert mailoutbox[0].subject.startswith("[ALERT] Audit events left unsealed")
+    run_at(T0 + timedelta(minutes=5))  # still unsealed: no repeat
+    assert len(mailoutbox) == 1
+    assert Incident.objects.get().details["age_seconds"] == 300.0
+
+    with time_machine.travel(T0 + timedelta(minutes=6), tick=False):
+        call_command("seal_audit", verbosity=0)
+    summary = run_at(T0 + timedelta(minutes=6, seconds=10))
+    assert summary.counts["resolved"] == 1
+    assert Incident.objects.get().state == "resolved"
+    assert mailoutbox[1].subject.startswith("[RESOLVED]")
 
 
 def test_a_snoozed_rule_stays_quiet_then_alerts_if_still_firing(missed, mailoutbox):

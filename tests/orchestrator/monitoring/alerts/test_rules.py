@@ -7,6 +7,7 @@ import time_machine
 from django.utils import timezone
 from django_tasks_db.models import DBTaskResult, get_date_max
 
+from audit.integrity import seal_all
 from audit.models import AuditEvent
 from audit.services import record_event
 from leads.crm.base import CrmError
@@ -246,6 +247,44 @@ def test_a_workflow_that_never_ran_is_measured_from_its_last_change():
         params.resolve("workflow_missed", {"max_age_minutes": 60}), NOW + timedelta(hours=1)
     )
     assert "never run" in found["new"].summary
+
+
+# --- unsealed_events -----------------------------------------------------------------------
+
+
+def test_unsealed_events_fire_when_the_oldest_waits_past_the_bound(settings):
+    settings.AUDIT_SEAL_MAX_AGE_SECONDS = 60
+    record_event(event_type="lead_ingested", timestamp=NOW - timedelta(minutes=10))
+    seal_all()
+    assert evaluate("unsealed_events") == {}  # sealed: nothing waits
+    first = record_event(event_type="lead_ingested", timestamp=NOW - timedelta(seconds=90))
+    record_event(event_type="lead_ingested", timestamp=NOW - timedelta(seconds=5))
+
+    found = evaluate("unsealed_events")
+    assert list(found) == [rules.TRAIL]
+    details = found[rules.TRAIL].details
+    assert details == {
+        "unsealed": 2,
+        "first_id": first.pk,
+        "oldest_at": (NOW - timedelta(seconds=90)).isoformat(),
+        "age_seconds": 90.0,
+        "max_age_seconds": 60,
+    }
+    assert "oldest for 90 s" in found[rules.TRAIL].summary
+    assert found[rules.TRAIL].path == f"/events/{first.pk}/"
+    # An explicit bound wins over the setting; within it, nothing fires.
+    assert evaluate("unsealed_events", max_age_seconds=120) == {}
+    settings.AUDIT_SEAL_MAX_AGE_SECONDS = 100
+    assert evaluate("unsealed_events") == {}
+
+    seal_all()
+    assert evaluate("unsealed_events") == {}
+
+
+def test_unsealed_events_parameters():
+    assert params.resolve("unsealed_events", {}) == {"max_age_seconds": None}
+    assert params.errors("unsealed_events", {"max_age_seconds": 0}) != []
+    assert params.errors("unsealed_events", {"max_age_seconds": "60"}) != []
 
 
 def test_parameters_are_validated_per_kind():

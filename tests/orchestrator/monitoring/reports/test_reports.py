@@ -367,6 +367,87 @@ def test_a_sent_monthly_report_verifies_and_records_the_result(seeded_day):
     assert check.ok and check.events_checked == AuditEvent.objects.count()
 
 
+def integrity_rows():
+    return table(build_report("monthly", DAY, recorded_integrity=True), "integrity").rows
+
+
+class FakeReport:
+    ok = True
+    problems: list = []
+    events_checked = 3
+    seals_checked = 1
+    unsealed = 0
+
+
+@pytest.mark.django_db
+def test_a_forged_integrity_check_is_not_shown_as_verified():
+    from django.db import connection
+
+    from audit.verification import last_verification, record_verification
+
+    forge = (
+        "INSERT INTO reports_integritycheck (checked_at, ok, events_checked, seals_checked,"
+        " unsealed, first_problem, mac) VALUES (%s, %s, 9, 9, 0, '', %s)"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(forge, [at(DAY, 9), True, "0" * 64])
+    assert last_verification() is None
+    assert [row[0] for row in integrity_rows()] == ["TAMPERED (its MAC does not verify)"]
+
+    genuine = record_verification(FakeReport())
+    # Forged rows newer than the genuine check: listed as what they are, above it.
+    with connection.cursor() as cursor:
+        cursor.execute(forge, [genuine.checked_at + timedelta(hours=1), True, "bogus"])
+    assert last_verification() == genuine
+    assert [row[0] for row in integrity_rows()] == ["TAMPERED (its MAC does not verify)", "OK"]
+
+
+@pytest.mark.django_db
+def test_an_integrity_check_from_before_macs_shows_as_unverified():
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO reports_integritycheck (checked_at, ok, events_checked, seals_checked,"
+            " unsealed, first_problem, mac) VALUES (%s, %s, 9, 9, 0, '', '')",
+            [at(DAY, 9), True],
+        )
+    assert integrity_rows() == [
+        ["UNVERIFIED (recorded before MACs)", 9, 9, 0, "", "2026-11-18 09:00"]
+    ]
+
+
+@pytest.mark.django_db
+def test_an_altered_integrity_check_is_caught_or_refused():
+    from django.db import DatabaseError, connection, transaction
+
+    from audit.models import AppendOnlyError, IntegrityCheck
+    from audit.verification import check_status, last_verification, record_verification
+
+    failed = FakeReport()
+    failed.ok = False
+    check = record_verification(failed)
+    with pytest.raises(AppendOnlyError):
+        IntegrityCheck.objects.filter(pk=check.pk).update(ok=True)
+    with pytest.raises(AppendOnlyError):
+        check.delete()
+    update = "UPDATE reports_integritycheck SET ok = %s WHERE id = %s"
+    if connection.vendor == "postgresql":
+        with (
+            pytest.raises(DatabaseError, match="append-only"),
+            transaction.atomic(),
+            connection.cursor() as cursor,
+        ):
+            cursor.execute(update, [True, check.pk])
+        assert IntegrityCheck.objects.get(pk=check.pk).ok is False
+    else:
+        with connection.cursor() as cursor:
+            cursor.execute(update, [True, check.pk])
+        assert check_status(IntegrityCheck.objects.get(pk=check.pk)) == "tampered"
+        assert last_verification() is None
+        assert [row[0] for row in integrity_rows()] == ["TAMPERED (its MAC does not verify)"]
+
+
 def report_body(response) -> str:
     # The report itself: the page around it has a fresh CSP nonce and CSRF token each time.
     return response.content.decode().split('id="report-body"')[1].split("</section>")[0]

@@ -1,0 +1,327 @@
+"""The database cache, storing JSON instead of pickles.
+
+Django's DatabaseCache unpickles every row it reads: whoever can write to the
+cache table (an SQL injection, a leaked database password, a restored dump)
+then runs code in the web process, which holds AUDIT_SIGNING_KEY. This backend
+keeps the same table and SQL but writes values as tagged JSON, and a row it
+reads back is only ever parsed as JSON: a planted pickle, bad JSON or an
+unknown tag is a cache miss (the row is deleted and a warning logged).
+
+Besides JSON's own types it stores datetime, date, time, timedelta, Decimal,
+UUID, tuple, set, frozenset, Counter, dicts with non-string keys, safe strings (drawn
+SVG) and instances of dataclasses registered with `register_cacheable`.
+Those are rebuilt with `cls(**fields)` after the tag is looked up in the
+registry; a class name read from the database is never imported. A value it
+cannot store raises TypeError at `set`, so a test shows it at once.
+"""
+
+import dataclasses
+import json
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterable
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+from django.conf import settings
+from django.core.cache.backends.base import DEFAULT_TIMEOUT
+from django.core.cache.backends.db import DatabaseCache
+from django.db import DatabaseError, connections, models, router, transaction
+from django.utils.crypto import constant_time_compare, salted_hmac
+from django.utils.safestring import SafeData, SafeString, mark_safe
+from django.utils.timezone import now as tz_now
+
+logger = logging.getLogger(__name__)
+
+# Written before the JSON text. Pickled rows are base64 and never contain ":",
+# so rows written by Django's backend fail fast as misses.
+PREFIX = "json1:"
+TAG = "__cache__"
+
+_REGISTRY: dict[str, Any] = {}  # tag -> dataclass
+
+
+def _tag_of(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def register_cacheable[C: type](cls: C) -> C:
+    """Allow instances of the dataclass `cls` in the cache (usable as a decorator).
+
+    Its fields must themselves be cacheable values."""
+    if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
+        raise TypeError(f"register_cacheable takes a dataclass, not {cls!r}")
+    _REGISTRY[_tag_of(cls)] = cls
+    return cls
+
+
+class UndecodableValue(ValueError):
+    """A cache row that is not a value this backend wrote."""
+
+
+def _tagged(tag: str, payload: Any) -> dict[str, Any]:
+    return {TAG: tag, "v": payload}
+
+
+def _encode(value: Any) -> Any:
+    """`value` as plain JSON data, tagging what JSON cannot say itself."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, SafeData) and isinstance(value, str):
+        # HTML the page shows unescaped (drawn charts): signed, so a row planted
+        # by someone who can write the table but not read SECRET_KEY is a miss.
+        return _tagged("safe", [str(value), _safe_mac(str(value))])
+    # Subclasses (TextChoices, IntegerChoices) come back as the plain value.
+    if isinstance(value, (int, float, str)):
+        return value
+    if isinstance(value, list):
+        return [_encode(item) for item in value]
+    if type(value) is Counter:
+        return _tagged("counter", [[_encode(k), _encode(v)] for k, v in value.items()])
+    if type(value) is dict:
+        if all(type(k) is str for k in value) and TAG not in value:
+            return {k: _encode(v) for k, v in value.items()}
+        return _tagged("dict", [[_encode(k), _encode(v)] for k, v in value.items()])
+    if isinstance(value, tuple) and not hasattr(value, "_fields"):
+        return _tagged("tuple", [_encode(item) for item in value])
+    if isinstance(value, (set, frozenset)):
+        return _tagged(type(value).__name__, [_encode(item) for item in value])
+    if type(value) is datetime:
+        return _tagged("datetime", value.isoformat())
+    if type(value) is date:
+        return _tagged("date", value.isoformat())
+    if type(value) is time:
+        return _tagged("time", value.isoformat())
+    if type(value) is timedelta:
+        return _tagged("timedelta", [value.days, value.seconds, value.microseconds])
+    if type(value) is Decimal:
+        return _tagged("decimal", str(value))
+    if type(value) is UUID:
+        return _tagged("uuid", str(value))
+    tag = _tag_of(type(value))
+    cls = _REGISTRY.get(tag)
+    if cls is type(value):
+        init = {f.name for f in dataclasses.fields(cls) if f.init}
+        fields = {name: _encode(getattr(value, name)) for name in init}
+        # Attributes set after construction (a report's drawn chart.svg) travel too.
+        extra = {k: _encode(v) for k, v in getattr(value, "__dict__", {}).items() if k not in init}
+        return _tagged("dataclass", {"cls": tag, "fields": fields, "extra": extra})
+    raise TypeError(
+        f"{type(value).__qualname__} cannot be stored in the cache: it takes JSON types, "
+        "datetime/date/time/timedelta/Decimal/UUID/tuple/set, and dataclasses registered "
+        "with core.cache.register_cacheable"
+    )
+
+
+def _decode_dataclass(payload: Any) -> Any:
+    cls = _REGISTRY.get(payload["cls"]) if isinstance(payload, dict) else None
+    if cls is None:
+        raise UndecodableValue("not a registered dataclass")
+    fields, extra = payload["fields"], payload["extra"]
+    if not isinstance(fields, dict) or not isinstance(extra, dict):
+        raise UndecodableValue("malformed dataclass")
+    obj = cls(**{name: _decode(v) for name, v in fields.items()})
+    for name, v in extra.items():
+        if not name.isidentifier() or name.startswith("__"):
+            raise UndecodableValue(f"bad attribute name {name!r}")
+        # object.__setattr__: frozen dataclasses refuse setattr.
+        object.__setattr__(obj, name, _decode(v))
+    return obj
+
+
+def _safe_mac(text: str) -> str:
+    return salted_hmac("core.cache.safe-text", text, algorithm="sha256").hexdigest()
+
+
+def _decode_safe(payload: list[Any]) -> SafeString:
+    if len(payload) != 2:
+        raise UndecodableValue("malformed safe text")
+    text, mac = _str(payload[0]), _str(payload[1])
+    if not constant_time_compare(mac, _safe_mac(text)):
+        raise UndecodableValue("safe text without a valid signature")
+    return mark_safe(text)
+
+
+def _decode_dict(pairs: Any) -> dict[Any, Any]:
+    return {_decode(k): _decode(v) for k, v in pairs}
+
+
+_DECODERS: dict[str, Callable[[Any], Any]] = {
+    "safe": lambda v: _decode_safe(list(_list(v))),
+    "dict": _decode_dict,
+    "counter": lambda v: Counter(_decode_dict(v)),
+    "tuple": lambda v: tuple(_decode(item) for item in _list(v)),
+    "set": lambda v: {_decode(item) for item in _list(v)},
+    "frozenset": lambda v: frozenset(_decode(item) for item in _list(v)),
+    "datetime": lambda v: datetime.fromisoformat(_str(v)),
+    "date": lambda v: date.fromisoformat(_str(v)),
+    "time": lambda v: time.fromisoformat(_str(v)),
+    "timedelta": lambda v: timedelta(*v),
+    "decimal": lambda v: Decimal(_str(v)),
+    "uuid": lambda v: UUID(_str(v)),
+    "dataclass": _decode_dataclass,
+}
+
+
+def _str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise UndecodableValue("expected a string")
+    return value
+
+
+def _list(value: Any) -> Iterable[Any]:
+    if not isinstance(value, list):
+        raise UndecodableValue("expected a list")
+    return value
+
+
+def _decode(data: Any) -> Any:
+    if isinstance(data, list):
+        return [_decode(item) for item in data]
+    if isinstance(data, dict):
+        if TAG not in data:
+            return {k: _decode(v) for k, v in data.items()}
+        decoder = _DECODERS.get(data[TAG])
+        if decoder is None or set(data) != {TAG, "v"}:
+            raise UndecodableValue(f"unknown tag {data[TAG]!r}")
+        return decoder(data["v"])
+    return data
+
+
+def dumps(value: Any) -> str:
+    """The text stored for `value`; TypeError when it cannot be stored."""
+    return PREFIX + json.dumps(_encode(value), separators=(",", ":"))
+
+
+def loads(text: str) -> Any:
+    """The value `dumps` wrote; UndecodableValue for anything else. Only parses JSON."""
+    if not text.startswith(PREFIX):
+        raise UndecodableValue("not written by core.cache")
+    try:
+        return _decode(json.loads(text.removeprefix(PREFIX)))
+    except UndecodableValue:
+        raise
+    # Whatever a crafted row makes a constructor raise: still only a miss.
+    except Exception as exc:  # noqa: BLE001
+        raise UndecodableValue(f"{type(exc).__name__}: {exc}") from None
+
+
+class JSONDatabaseCache(DatabaseCache):
+    """DatabaseCache with `dumps`/`loads` in place of pickle (same table, same SQL).
+
+    get_many and _base_set are Django 6.1's with only the (de)serialisation
+    changed: the originals call pickle inline, so they cannot be reused."""
+
+    def get_many(self, keys: Iterable[Any], version: int | None = None) -> dict[Any, Any]:
+        keys = list(keys)
+        if not keys:
+            return {}
+
+        key_map = {self.make_and_validate_key(key, version=version): key for key in keys}
+
+        db = router.db_for_read(self.cache_model_class)
+        connection = connections[db]
+        quote_name = connection.ops.quote_name
+        table = quote_name(self._table)  # type: ignore[attr-defined]
+        ck = quote_name("cache_key")
+
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT {ck}, {quote_name('value')}, {quote_name('expires')} FROM {table} "
+                f"WHERE {ck} IN ({', '.join(['%s'] * len(key_map))})",
+                list(key_map),
+            )
+            rows = cursor.fetchall()
+
+        result = {}
+        dropped_keys = []
+        expression = models.Expression(output_field=models.DateTimeField())
+        converters = connection.ops.get_db_converters(expression) + expression.get_db_converters(
+            connection
+        )
+        for key, value, expires in rows:
+            for converter in converters:
+                expires = converter(expires, expression, connection)
+            if expires < tz_now():
+                dropped_keys.append(key)
+                continue
+            try:
+                result[key_map.get(key)] = loads(connection.ops.process_clob(value))
+            except UndecodableValue as exc:
+                # A pickle from Django's backend, or a planted row: a miss, never run.
+                logger.warning("Dropped cache row %r that does not decode: %s", key, exc)
+                dropped_keys.append(key)
+        self._base_delete_many(dropped_keys)  # type: ignore[attr-defined]
+        return result
+
+    def _base_set(
+        self, mode: str, key: str, value: Any, timeout: float | None = DEFAULT_TIMEOUT
+    ) -> bool:
+        # Encode first: a value that cannot be stored is the caller's bug, so it
+        # raises here rather than being swallowed as a failed write.
+        encoded = dumps(value)
+        timeout = self.get_backend_timeout(timeout)
+        db = router.db_for_write(self.cache_model_class)
+        connection = connections[db]
+        quote_name = connection.ops.quote_name
+        table = quote_name(self._table)  # type: ignore[attr-defined]
+        ck, value_col, expires_col = map(quote_name, ("cache_key", "value", "expires"))
+
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT COUNT(*) FROM {table}")
+            num = cursor.fetchone()[0]
+            now = tz_now()
+            now = now.replace(microsecond=0)
+            if timeout is None:
+                exp = datetime.max
+            else:
+                tz = UTC if settings.USE_TZ else None
+                exp = datetime.fromtimestamp(timeout, tz=tz)
+            exp = exp.replace(microsecond=0)
+            if num > self._max_entries:
+                self._cull(db, cursor, now, num)  # type: ignore[attr-defined]
+            try:
+                with transaction.atomic(using=db):
+                    cursor.execute(
+                        f"SELECT {ck}, {expires_col} FROM {table} WHERE {ck} = %s", [key]
+                    )
+                    result = cursor.fetchone()
+
+                    if result:
+                        current_expires = result[1]
+                        expression = models.Expression(output_field=models.DateTimeField())
+                        for converter in connection.ops.get_db_converters(
+                            expression
+                        ) + expression.get_db_converters(connection):
+                            current_expires = converter(current_expires, expression, connection)
+
+                    adapted_exp = connection.ops.adapt_datetimefield_value(exp)
+                    if result and mode == "touch":
+                        cursor.execute(
+                            f"UPDATE {table} SET {expires_col} = %s WHERE {ck} = %s",
+                            [adapted_exp, key],
+                        )
+                    elif result and (mode == "set" or (mode == "add" and current_expires < now)):
+                        cursor.execute(
+                            f"UPDATE {table} SET {value_col} = %s, {expires_col} = %s "
+                            f"WHERE {ck} = %s",
+                            [encoded, adapted_exp, key],
+                        )
+                    elif mode != "touch":
+                        cursor.execute(
+                            f"INSERT INTO {table} ({ck}, {value_col}, {expires_col}) "
+                            "VALUES (%s, %s, %s)",
+                            [key, encoded, adapted_exp],
+                        )
+                    else:
+                        return False  # touch failed.
+            except DatabaseError:
+                # As Django's: concurrent inserts of one key may fail, silently.
+                return False
+            else:
+                return True
+
+
+__all__ = ["JSONDatabaseCache", "UndecodableValue", "dumps", "loads", "register_cacheable"]
