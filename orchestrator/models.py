@@ -16,3 +16,31 @@ class WorkerHeartbeat(models.Model):
 
     def __str__(self) -> str:
         return f"worker {self.worker_id} on {self.hostname} seen {self.seen_at:%Y-%m-%d %H:%M:%S}"
+
+
+class ExportJob(models.Model):
+    """An event-browser export too large to stream within one request: a task
+    writes it to a file in EXPORT_DIR, and the owner downloads it when done."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        DONE = "done"
+        FAILED = "failed"
+
+    user = models.ForeignKey("auth.User", on_delete=models.CASCADE, related_name="export_jobs")
+    # The query string, frozen period and last event id the export holds.
+    filters = models.JSONField(default=dict)
+    format = models.CharField(max_length=8)
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.QUEUED)
+    file_path = models.CharField(max_length=500, blank=True)
+    row_count = models.PositiveIntegerField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["user", "-created_at"], name="exportjob_user_created")]
+
+    def __str__(self) -> str:
+        return f"export #{self.pk} ({self.format}, {self.status})"

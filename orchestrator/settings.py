@@ -299,6 +299,10 @@ AUDIT_RETENTION_DAYS = envint("AUDIT_RETENTION_DAYS", 730)
 AUDIT_ARCHIVE_DIR = envstr("AUDIT_ARCHIVE_DIR", str(BASE_DIR / "var" / "archive"))
 
 # --- Dashboard ------------------------------------------------------------------------
+# The event browser streams an export of at most this many events; a larger one
+# runs as a task writing a file into EXPORT_DIR, offered on /dashboard/events/exports/.
+EXPORT_STREAM_MAX_EVENTS = envint("EXPORT_STREAM_MAX_EVENTS", 100_000)
+EXPORT_DIR = envstr("EXPORT_DIR", str(BASE_DIR / "var" / "exports"))
 # An error-chart bucket is a spike when it exceeds the mean of the WINDOW buckets
 # before it by K standard deviations and holds at least MIN_COUNT errors.
 DASHBOARD_SPIKE_K = envfloat("DASHBOARD_SPIKE_K", 3.0)

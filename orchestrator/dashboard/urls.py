@@ -10,6 +10,12 @@ urlpatterns = [
     path("", overview.overview, name="overview"),
     path("events/", events.event_list, name="event-list"),
     path("events/export/", events.event_export, name="event-export"),
+    path("events/exports/", events.event_exports, name="event-exports"),
+    path(
+        "events/exports/<int:job_id>/download/",
+        events.event_export_download,
+        name="event-export-download",
+    ),
     path("events/<int:pk>/", events.event_detail, name="event-detail"),
     path("errors/", errors.error_list, name="error-list"),
     path("errors/<str:fingerprint>/", errors.error_detail, name="error-detail"),

@@ -1,28 +1,43 @@
 """The event browser: filter, chart, page through, tail and export the audit trail."""
 
-import csv
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from django.conf import settings
 from django.db import transaction
-from django.http import Http404, HttpRequest, HttpResponse, QueryDict, StreamingHttpResponse
+from django.http import (
+    FileResponse,
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseRedirect,
+    QueryDict,
+    StreamingHttpResponse,
+)
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
 from audit import selectors
-from audit.jsonl import event_to_legacy
 from audit.models import AuditEvent
 from audit.services import record_event
-from audit.transfer import CSV_COLUMNS, csv_safe
 from audit.types import known_event_types
 from core.periods import EARLIEST, LATEST, Period
 from orchestrator.dashboard.access import actor_for, viewer_required
 from orchestrator.dashboard.charts import Series, bar_chart
+from orchestrator.dashboard.exports import (
+    exceeds,
+    export_lines,
+    export_path,
+    job_filters,
+    matching_events,
+    merge_types,
+    write_export_file,
+)
 from orchestrator.dashboard.filters.events import EventFilter
 from orchestrator.dashboard.render import (
     UserInputError,
@@ -33,6 +48,7 @@ from orchestrator.dashboard.render import (
     requested_page,
     wanted_fragment,
 )
+from orchestrator.models import ExportJob
 
 PAGE_SIZE = 50
 # A live-tail poll that fell behind catches up this many events at a time.
@@ -216,13 +232,6 @@ def _chart(request: HttpRequest, filterset: EventFilter, period: Period) -> tupl
     return (volume, _histogram(request, period, volume, filterset.types))
 
 
-def _merge_types(filterset: EventFilter) -> list[str]:
-    """Types to read one by one and merge (see event_page), when nothing narrower
-    than the type drives the query."""
-    narrowing = {"lead", "correlation", "fingerprint", "actor", "q"} & set(filterset.active)
-    return [] if narrowing else filterset.types
-
-
 @viewer_required
 @require_GET
 def event_list(request: HttpRequest) -> HttpResponse:
@@ -274,7 +283,7 @@ def event_list(request: HttpRequest) -> HttpResponse:
             events=filterset.events(to_ts=_cursor_time(cursor)),
             cursor=cursor,
             size=PAGE_SIZE,
-            merge_types=_merge_types(filterset),
+            merge_types=merge_types(filterset),
         ),
     )
     rows = _with_display(page.items, request.GET)
@@ -301,34 +310,9 @@ def event_list(request: HttpRequest) -> HttpResponse:
     )
 
 
-class _Echo:
-    """A file-like object whose write returns the line, for csv.writer in a stream."""
-
-    def write(self, value: str) -> str:
-        return value
-
-
-def _csv_lines(events: Iterator[AuditEvent]) -> Iterator[str]:
-    writer = csv.writer(_Echo())
-    yield writer.writerow(CSV_COLUMNS)
-    for event in events:
-        # The same columns and cells as `export_audit` writes (audit.transfer).
-        line = event_to_legacy(event)
-        line["details"] = json.dumps(event.details, ensure_ascii=False, sort_keys=True)
-        line["lead_id"] = event.lead_public_id
-        line["workflow"] = event.workflow
-        line["correlation_id"] = event.correlation_id
-        yield writer.writerow([csv_safe(line.get(c) or "") for c in CSV_COLUMNS])
-
-
-def _jsonl_lines(events: Iterator[AuditEvent]) -> Iterator[str]:
-    for event in events:
-        yield json.dumps(event_to_legacy(event), ensure_ascii=False) + "\n"
-
-
 @viewer_required
 @require_GET
-def event_export(request: HttpRequest) -> StreamingHttpResponse:
+def event_export(request: HttpRequest) -> HttpResponse:
     period = get_period(request)
     filterset = _filters(request, period)
     fmt = request.GET.get("format") or "csv"
@@ -342,26 +326,84 @@ def event_export(request: HttpRequest) -> StreamingHttpResponse:
         name: value if isinstance(value, str) else list(value)
         for name, value in filterset.active.items()
     }
+    details: dict[str, Any] = {
+        "format": fmt,
+        "filters": filters,
+        "since": period.start.isoformat(),
+        "until": period.end.isoformat(),
+        "up_to_event_id": up_to_id,
+    }
+    # More than one request can stream before the server times out: a task writes
+    # a file instead (a truncated 200 would look like a complete export).
+    if exceeds(filterset, up_to_id=up_to_id, limit=settings.EXPORT_STREAM_MAX_EVENTS):
+        query = request.GET.copy()
+        for name in (*POSITION_PARAMS, "live"):
+            query.pop(name, None)
+        with transaction.atomic():
+            job = ExportJob.objects.create(
+                user=request.user,
+                format=fmt,
+                filters=job_filters(query=query, period=period, up_to_id=up_to_id),
+            )
+            record_event(
+                event_type="audit_exported",
+                actor=actor_for(request),
+                details={**details, "job": job.pk},
+            )
+            transaction.on_commit(partial(write_export_file.enqueue, job.pk))
+        url = reverse("event-exports")
+        if request.htmx:
+            # A whole page, not a swap into the table the export link sits in.
+            return HttpResponse(status=204, headers={"HX-Redirect": url})
+        return HttpResponseRedirect(url)
     with transaction.atomic():
-        record_event(
-            event_type="audit_exported",
-            actor=actor_for(request),
-            details={
-                "format": fmt,
-                "filters": filters,
-                "since": period.start.isoformat(),
-                "until": period.end.isoformat(),
-                "up_to_event_id": up_to_id,
-            },
-        )
-    events = selectors.iter_matching(
-        events=filterset.events(), up_to_id=up_to_id, merge_types=_merge_types(filterset)
-    )
-    lines = _csv_lines(events) if fmt == "csv" else _jsonl_lines(events)
+        record_event(event_type="audit_exported", actor=actor_for(request), details=details)
+    lines = export_lines(matching_events(filterset, up_to_id=up_to_id), fmt=fmt)
     response = StreamingHttpResponse(lines, content_type=content_type)
     stamp = timezone.now().strftime("%Y%m%dT%H%M%SZ")
     response["Content-Disposition"] = f'attachment; filename="audit-events-{stamp}.{extension}"'
     return response
+
+
+def _own_jobs(request: HttpRequest) -> Any:
+    jobs = ExportJob.objects.select_related("user").order_by("-created_at", "-id")
+    return jobs if request.user.is_superuser else jobs.filter(user=request.user)
+
+
+@viewer_required
+@require_GET
+def event_exports(request: HttpRequest) -> HttpResponse:
+    """The user's exports too large to stream (a superuser sees everyone's)."""
+    jobs = list(_own_jobs(request)[:50])
+    pending = any(job.status in (ExportJob.Status.QUEUED, ExportJob.Status.RUNNING) for job in jobs)
+    return render_page(
+        request,
+        "dashboard/event_exports.html",
+        {"jobs": jobs, "pending": pending},
+        nav="events",
+        fragments=("export-jobs",),
+        fragment="export-jobs",
+    )
+
+
+@viewer_required
+@require_GET
+def event_export_download(request: HttpRequest, job_id: int) -> FileResponse:
+    # Another user's export is a 404, not a 403: its existence is not theirs to know.
+    job = _own_jobs(request).filter(pk=job_id, status=ExportJob.Status.DONE).first()
+    try:
+        path = export_path(job) if job is not None else None
+    except KeyError:
+        path = None  # a format this code never wrote: a tampered row
+    if job is None or path is None or not path.is_file():
+        raise Http404("No such export (it may not be ready, or have been removed).")
+    content_type, extension = EXPORT_FORMATS[job.format]
+    return FileResponse(
+        open(path, "rb"),
+        as_attachment=True,
+        filename=f"audit-events-{job.pk}-{job.created_at:%Y%m%dT%H%M%SZ}.{extension}",
+        content_type=content_type,
+    )
 
 
 @viewer_required

@@ -7,6 +7,7 @@ from orchestrator.dashboard import urls as dashboard_urls
 
 SAMPLE_KWARGS = {
     "pk": 1,
+    "job_id": 1,
     "fingerprint": "0123456789abcdef",
     "public_id": "LEAD-000001",
     "kind": "daily",

@@ -374,6 +374,7 @@ def test_lead_actions_reach_a_lead_id_with_a_slash(operator_client, slashed_lead
 
 SAMPLE_KWARGS = {
     "pk": 1,
+    "job_id": 1,
     "fingerprint": "0123456789abcdef",
     "public_id": "LEAD-000001",
     "kind": "daily",

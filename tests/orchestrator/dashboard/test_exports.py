@@ -1,0 +1,192 @@
+"""Exports too large to stream: a job writes the file, the page offers it when ready."""
+
+import csv
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import time_machine
+from django.urls import reverse
+
+from audit.models import AuditEvent
+from audit.services import record_event
+from orchestrator.models import ExportJob
+from tests.conftest import HTMX, _user_with_role
+
+pytestmark = pytest.mark.django_db
+
+NOW = datetime(2026, 3, 10, 12, 30, tzinfo=UTC)
+
+
+@pytest.fixture(autouse=True)
+def clock():
+    with time_machine.travel(NOW, tick=False) as traveller:
+        yield traveller
+
+
+@pytest.fixture(autouse=True)
+def small_limit(settings, tmp_path):
+    settings.EXPORT_STREAM_MAX_EVENTS = 5
+    settings.EXPORT_DIR = str(tmp_path / "exports")
+    # The task runs when the export's transaction commits (the callbacks below).
+    settings.TASKS = {
+        "default": {
+            "BACKEND": "django.tasks.backends.immediate.ImmediateBackend",
+            "QUEUES": ["default"],
+        }
+    }
+
+
+def events(n: int, **kwargs) -> list[AuditEvent]:
+    return [
+        record_event(
+            event_type="lead_ingested",
+            workflow="sales",
+            timestamp=NOW - timedelta(minutes=i + 1),
+            **kwargs,
+        )
+        for i in range(n)
+    ]
+
+
+PENDING: list = []
+
+
+def export(client, capture, **params):
+    """The export; its commit callbacks (enqueueing the task) wait for run_queued_tasks."""
+    with capture() as callbacks:
+        response = client.get(reverse("event-export"), params)
+    PENDING[:] = callbacks
+    return response
+
+
+def run_queued_tasks() -> None:
+    for callback in PENDING:
+        callback()
+    PENDING.clear()
+
+
+def test_a_large_export_runs_as_a_job_and_is_offered_when_done(
+    auditor_client, auditor, django_capture_on_commit_callbacks
+):
+    wanted = events(7, actor="user:alice")
+    events(3, actor="user:bob")  # filtered out
+    response = export(
+        auditor_client, django_capture_on_commit_callbacks, format="jsonl", actor="user:alice"
+    )
+    # Not a truncated 200 stream: a redirect to the exports page.
+    assert response.status_code == 302
+    assert response["Location"] == reverse("event-exports")
+    job = ExportJob.objects.get()
+    assert (job.user, job.format, job.status) == (auditor, "jsonl", "queued")
+    audits = AuditEvent.objects.filter(event_type="audit_exported")
+    assert audits.count() == 1
+    assert audits.get().details["job"] == job.pk
+    assert audits.get().details["filters"] == {"actor": "user:alice"}
+    page = auditor_client.get(reverse("event-exports"))
+    assert b'data-status="queued"' in page.content
+    assert b"export-download" not in page.content
+
+    run_queued_tasks()
+
+    job.refresh_from_db()
+    assert job.status == "done", job.error
+    assert job.row_count == 7
+    with open(job.file_path, encoding="utf-8") as handle:
+        lines = [json.loads(line) for line in handle]
+    # Exactly the filtered events, newest first, as the stream would have them.
+    assert [line["event_id"] for line in lines] == [str(e.uuid) for e in wanted]
+    page = auditor_client.get(reverse("event-exports"))
+    download_url = reverse("event-export-download", kwargs={"job_id": job.pk})
+    assert download_url.encode() in page.content
+    download = auditor_client.get(download_url)
+    assert download.status_code == 200
+    assert "attachment" in download["Content-Disposition"]
+    assert b"".join(download.streaming_content).decode().count("\n") == 7
+    # Still one audit event for the export: the task and the download add none.
+    assert AuditEvent.objects.filter(event_type="audit_exported").count() == 1
+
+
+def test_a_csv_job_holds_a_header_and_every_row(auditor_client, django_capture_on_commit_callbacks):
+    wanted = events(6)
+    export(auditor_client, django_capture_on_commit_callbacks, format="csv")
+    run_queued_tasks()
+    job = ExportJob.objects.get()
+    assert (job.status, job.row_count) == ("done", 6)
+    with open(job.file_path, encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["event_id"] for r in rows] == [str(e.uuid) for e in wanted]
+
+
+def test_another_auditor_gets_404_but_a_superuser_may_download(
+    client, auditor_client, django_user_model, django_capture_on_commit_callbacks
+):
+    events(6)
+    export(auditor_client, django_capture_on_commit_callbacks, format="jsonl")
+    run_queued_tasks()
+    job = ExportJob.objects.get()
+    url = reverse("event-export-download", kwargs={"job_id": job.pk})
+
+    other = _user_with_role(django_user_model, "other-auditor", "Auditor")
+    client.force_login(other)
+    assert client.get(url).status_code == 404
+    assert f'data-job-id="{job.pk}"'.encode() not in client.get(reverse("event-exports")).content
+
+    admin = django_user_model.objects.create_superuser("root", password="x")
+    client.force_login(admin)
+    assert client.get(url).status_code == 200
+
+
+def test_htmx_export_redirects_the_page_and_the_list_polls_while_pending(
+    auditor_client, django_capture_on_commit_callbacks
+):
+    events(6)
+    with django_capture_on_commit_callbacks():  # the task stays queued
+        response = auditor_client.get(reverse("event-export"), {"format": "csv"}, **HTMX)
+    assert response.status_code == 204
+    assert response["HX-Redirect"] == reverse("event-exports")
+    fragment = auditor_client.get(reverse("event-exports"), **HTMX, HTTP_HX_TARGET="export-jobs")
+    assert fragment.content.lstrip().startswith(b'<section class="panel" id="export-jobs"')
+    assert b'hx-trigger="every 5s"' in fragment.content
+
+
+def test_at_the_limit_the_export_still_streams(auditor_client, django_capture_on_commit_callbacks):
+    events(5)
+    response = export(auditor_client, django_capture_on_commit_callbacks, format="jsonl")
+    assert response.status_code == 200
+    assert response.streaming
+    assert b"".join(response.streaming_content).decode().count("\n") == 5
+    assert not ExportJob.objects.exists()
+    audit = AuditEvent.objects.get(event_type="audit_exported")
+    assert "job" not in audit.details
+
+
+def test_a_download_of_an_unfinished_job_is_404(auditor_client, django_capture_on_commit_callbacks):
+    events(6)
+    with django_capture_on_commit_callbacks():
+        auditor_client.get(reverse("event-export"), {"format": "csv"})
+    job = ExportJob.objects.get()
+    url = reverse("event-export-download", kwargs={"job_id": job.pk})
+    assert auditor_client.get(url).status_code == 404
+
+
+def test_a_path_or_format_planted_in_the_database_never_serves_another_file(
+    auditor_client, django_capture_on_commit_callbacks, tmp_path
+):
+    from django.db import connection
+
+    secret = tmp_path / "orchestrator.env"
+    secret.write_text("AUDIT_SIGNING_KEY=stolen\n")
+    events(6)
+    export(auditor_client, django_capture_on_commit_callbacks, format="jsonl")
+    run_queued_tasks()
+    job = ExportJob.objects.get()
+    url = reverse("event-export-download", kwargs={"job_id": job.pk})
+    table = ExportJob._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(f"UPDATE {table} SET file_path = %s WHERE id = %s", [str(secret), job.pk])
+    body = b"".join(auditor_client.get(url).streaming_content)
+    assert b"stolen" not in body and body.count(b"\n") == 6  # still the export itself
+    with connection.cursor() as cursor:
+        cursor.execute(f"UPDATE {table} SET format = %s WHERE id = %s", ["../../x", job.pk])
+    assert auditor_client.get(url).status_code == 404
