@@ -45,7 +45,9 @@ def test_descending_pages_hold_every_row_once_in_order_across_ties(locks, size):
     expected = [r.name for r in sorted(locks, key=lambda r: (r.acquired_at, r.name), reverse=True)]
     assert [name for page in pages for name in page] == expected
     assert all(len(page) == size for page in pages[:-1])
-    assert 1 <= len(pages[-1]) <= size
+    # Exactly as many pages as the rows need, the last holding the remainder.
+    assert len(pages) == -(-len(locks) // size)
+    assert len(pages[-1]) == len(locks) - size * (len(pages) - 1)
 
 
 @pytest.mark.parametrize("size", [1, 2, 4, 11])

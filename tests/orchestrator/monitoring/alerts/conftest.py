@@ -1,15 +1,17 @@
 """Rules, channels and seeded history for the alert tests; a real SMTP and HTTP server."""
 
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
+import time_machine
 from pytest_httpserver import HTTPServer
 
 from audit.services import record_event
 from leads.workflows.models import Workflow, WorkflowRun
 from orchestrator.monitoring.alerts.channels import webhook
 from orchestrator.monitoring.alerts.models import AlertChannel, AlertRule
+from orchestrator.monitoring.alerts.services import check_alerts
 from tests.leads.followups.conftest import SMTPServer, free_port, mailers
 
 BASE_URL = "https://orchestrator.example.test"
@@ -119,3 +121,22 @@ def add_errors(at: datetime, n: int = 1, *, error_type: str = "CRMError", **fiel
             timestamp=at + timedelta(seconds=i),
             **fields,
         )
+
+
+# --- a rule that fires at T0, for the channel tests ------------------------------------
+
+T0 = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def firing(make_rule, workflow):
+    """A workflow_missed rule firing at T0; channels are attached by each test."""
+    with time_machine.travel(T0 - timedelta(days=1), tick=False):
+        workflow.save()
+    add_run(workflow, T0 - timedelta(hours=2))
+    return make_rule("workflow_missed", params={"max_age_minutes": 60})
+
+
+def run_at(when: datetime):
+    with time_machine.travel(when, tick=False):
+        return check_alerts()

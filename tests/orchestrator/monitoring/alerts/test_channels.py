@@ -1,7 +1,7 @@
 """Notices on the wire: a real SMTP server (aiosmtpd) and a real HTTP server checking HMACs."""
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 import time_machine
@@ -16,9 +16,8 @@ from orchestrator.monitoring.alerts.channels.webhook import (
 )
 from orchestrator.monitoring.alerts.models import AlertChannel, Delivery
 from orchestrator.monitoring.alerts.services import check_alerts
-from tests.orchestrator.monitoring.alerts.conftest import BASE_URL, SECRET, add_run
+from tests.orchestrator.monitoring.alerts.conftest import BASE_URL, SECRET, T0, add_run, run_at
 
-T0 = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
@@ -27,20 +26,6 @@ def _strict_server(httpserver):
     """A request no handler expected fails the test."""
     yield
     httpserver.check_assertions()
-
-
-@pytest.fixture
-def firing(make_rule, workflow):
-    """A workflow_missed rule firing at T0; channels are attached by each test."""
-    with time_machine.travel(T0 - timedelta(days=1), tick=False):
-        workflow.save()
-    add_run(workflow, T0 - timedelta(hours=2))
-    return make_rule("workflow_missed", params={"max_age_minutes": 60})
-
-
-def run_at(when: datetime):
-    with time_machine.travel(when, tick=False):
-        return check_alerts()
 
 
 def sent_events() -> list[AuditEvent]:

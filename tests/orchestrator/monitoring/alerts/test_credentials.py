@@ -6,25 +6,15 @@ AlertChannel.clean still sends nothing; a Slack webhook URL is a credential
 """
 
 import importlib
-from datetime import UTC, datetime, timedelta
 
 import pytest
-import time_machine
 from django.contrib.auth.models import Permission, User
 from django.core import checks
 from django.db import connection as db
 from django.utils import timezone
 
 from orchestrator.monitoring.alerts.models import AlertChannel, Delivery
-from orchestrator.monitoring.alerts.services import check_alerts
-from tests.orchestrator.monitoring.alerts.conftest import add_run
-
-T0 = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
-SLACK_PATH = "/services/T0/B0/s3cr3t-slack-path"
-pytestmark = pytest.mark.django_db(transaction=True)
-migration = importlib.import_module(
-    "orchestrator.monitoring.alerts.migrations.0002_alertchannel_url_env"
-)
+from tests.orchestrator.monitoring.alerts.conftest import T0, run_at
 
 
 @pytest.fixture(autouse=True)
@@ -33,17 +23,11 @@ def _strict_server(httpserver):
     httpserver.check_assertions()
 
 
-@pytest.fixture
-def firing(make_rule, workflow):
-    with time_machine.travel(T0 - timedelta(days=1), tick=False):
-        workflow.save()
-    add_run(workflow, T0 - timedelta(hours=2))
-    return make_rule("workflow_missed", params={"max_age_minutes": 60})
-
-
-def run_at(when: datetime):
-    with time_machine.travel(when, tick=False):
-        return check_alerts()
+SLACK_PATH = "/services/T0/B0/s3cr3t-slack-path"
+pytestmark = pytest.mark.django_db(transaction=True)
+migration = importlib.import_module(
+    "orchestrator.monitoring.alerts.migrations.0002_alertchannel_url_env"
+)
 
 
 def plant(**fields) -> AlertChannel:
