@@ -63,6 +63,12 @@ def parse_line(raw: str, *, correlation_id: str) -> AuditEvent:
         data = json.loads(raw, parse_constant=_refuse_constant)
     except json.JSONDecodeError as exc:
         raise ValueError(f"not valid JSON ({exc.msg} at column {exc.colno})") from None
+    return parse_record(data, correlation_id=correlation_id)
+
+
+def parse_record(data: Any, *, correlation_id: str) -> AuditEvent:
+    """One event in the legacy line format (a decoded JSON object) to a signed,
+    unsaved event; ValueError says what is wrong."""
     errors = sorted(_validator.iter_errors(data), key=lambda e: list(e.absolute_path))
     if errors:
         raise ValueError(_error_text(errors[0]))
@@ -162,13 +168,22 @@ def _numbered_lines(
         report.bad.append(BadLine(str(path), line_no + 1, f"file is truncated or corrupt ({exc})"))
 
 
+def save_new(events: list[AuditEvent], *, batch_size: int = 2000) -> tuple[int, set[uuid.UUID]]:
+    """Insert the events not stored yet (by event id); (how many inserted, the ids
+    that were already there)."""
+    existing = set(
+        AuditEvent.objects.filter(uuid__in=[e.uuid for e in events]).values_list("uuid", flat=True)
+    )
+    fresh = [e for e in events if e.uuid not in existing]
+    return insert_events(fresh, batch_size=batch_size), existing
+
+
 def _flush(pending: dict[uuid.UUID, AuditEvent], report: ImportReport, batch_size: int) -> None:
     if not pending:
         return
-    existing = set(AuditEvent.objects.filter(uuid__in=list(pending)).values_list("uuid", flat=True))
-    fresh = [e for u, e in pending.items() if u not in existing]
+    imported, existing = save_new(list(pending.values()), batch_size=batch_size)
     report.already_present += len(existing)
-    report.imported += insert_events(fresh, batch_size=batch_size)
+    report.imported += imported
     pending.clear()
 
 

@@ -38,6 +38,10 @@ class ExportJob(models.Model):
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Each claim by a worker counts an attempt; the writer proves it is alive by
+    # moving progress_at on, and a claim that is no longer the latest stops.
+    attempts = models.PositiveSmallIntegerField(default=0)
+    progress_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         indexes = [models.Index(fields=["user", "-created_at"], name="exportjob_user_created")]

@@ -303,6 +303,12 @@ AUDIT_ARCHIVE_DIR = envstr("AUDIT_ARCHIVE_DIR", str(BASE_DIR / "var" / "archive"
 # runs as a task writing a file into EXPORT_DIR, offered on /dashboard/events/exports/.
 EXPORT_STREAM_MAX_EVENTS = envint("EXPORT_STREAM_MAX_EVENTS", 100_000)
 EXPORT_DIR = envstr("EXPORT_DIR", str(BASE_DIR / "var" / "exports"))
+# `cleanup_exports` deletes finished exports (file and row) this many days old,
+# and hands an export whose writer has shown no progress for EXPORT_STALE_SECONDS
+# (a worker killed mid-write) to another worker, at most EXPORT_MAX_ATTEMPTS times.
+EXPORT_RETENTION_DAYS = envint("EXPORT_RETENTION_DAYS", 7)
+EXPORT_STALE_SECONDS = envint("EXPORT_STALE_SECONDS", 900)
+EXPORT_MAX_ATTEMPTS = envint("EXPORT_MAX_ATTEMPTS", 3)
 # An error-chart bucket is a spike when it exceeds the mean of the WINDOW buckets
 # before it by K standard deviations and holds at least MIN_COUNT errors.
 DASHBOARD_SPIKE_K = envfloat("DASHBOARD_SPIKE_K", 3.0)
@@ -321,6 +327,10 @@ HEALTHZ_QUEUE_MAX_WAIT_SECONDS = envint("HEALTHZ_QUEUE_MAX_WAIT_SECONDS", 0)
 HEALTHZ_WORKFLOW_MAX_AGE_SECONDS = envint("HEALTHZ_WORKFLOW_MAX_AGE_SECONDS", 0)
 # How long the database check may take before it counts as down.
 HEALTHZ_DB_TIMEOUT_SECONDS = envint("HEALTHZ_DB_TIMEOUT_SECONDS", 3)
+# SQLite: the database counts as unwritable with less than this free on its disk.
+HEALTHZ_MIN_FREE_MB = envint("HEALTHZ_MIN_FREE_MB", 64)
+# ... and, on any database, while the last lead write refused was this recent.
+HEALTHZ_WRITE_REFUSAL_SECONDS = envint("HEALTHZ_WRITE_REFUSAL_SECONDS", 120)
 # A monitor sending "Authorization: Bearer <token>" gets every check's details;
 # anonymous callers get ok/fail only. Empty: details for dashboard users only.
 HEALTHZ_TOKEN = envstr("HEALTHZ_TOKEN", "")

@@ -1,6 +1,11 @@
 import os
+import queue
+import signal
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -26,6 +31,71 @@ def database_url() -> str:
     if connection.vendor == "sqlite":
         return f"sqlite:///{s['NAME']}"
     return f"postgresql://{s['USER']}@{s['HOST']}:{s['PORT']}/{s['NAME']}"
+
+
+class WorkerProcess:
+    """A `manage.py run_worker` process on the test database, and its stderr lines."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.proc = proc
+        self.seen: list[str] = []
+        self._lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self._lines.put(line)
+        self._lines.put("")
+
+    def wait_for(self, text: str, timeout: float = 60) -> None:
+        """Until the worker writes `text` to stderr; fails if it ends first."""
+        while True:
+            line = self._lines.get(timeout=timeout)
+            self.seen.append(line)
+            assert line, f"the worker ended before saying {text!r}:\n{''.join(self.seen)}"
+            if text in line:
+                return
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=60)
+
+
+@contextmanager
+def worker_process(worker_id: str, *, env: dict[str, str] | None = None) -> Iterator[WorkerProcess]:
+    """A real task worker for tests marked django_db(transaction=True): it sees
+    only committed rows. Killed on the way out if the test did not stop it."""
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "manage.py",
+            "run_worker",
+            "--no-reload",
+            "--no-startup-delay",
+            f"--worker-id={worker_id}",
+            "--heartbeat-interval=1",
+            "--interval=0.2",
+        ],
+        cwd=ROOT,
+        env={
+            **os.environ,
+            "DATABASE_URL": database_url(),
+            "PYTHONUNBUFFERED": "1",
+            **(env or {}),
+        },
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    worker = WorkerProcess(proc)
+    try:
+        worker.wait_for(f"worker {worker_id}: alive, heartbeat every 1.0s")
+        yield worker
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 @pytest.fixture

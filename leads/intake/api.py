@@ -24,6 +24,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django_ratelimit.core import get_usage
 
 from audit.services import AuditValidationError, audit_context
+from core import writes
 from leads.intake.apikeys import ApiKeyError, authenticate
 from leads.models import IdempotencyRecord, LeadSource
 from leads.services import IngestResult, LeadValidationError, ingest_lead
@@ -298,22 +299,28 @@ def api_leads(request: HttpRequest) -> HttpResponse:
         payload = read_payload(request)
         actor = f"api:{api_key.name}"
         if idempotency_key is not None:
-            return _ingest_once(source=source, key=idempotency_key, payload=payload, actor=actor)
-        status, body = _lead_body(_ingest(source=source, payload=payload, actor=actor))
-        return JsonResponse(body, status=status)
+            response = _ingest_once(
+                source=source, key=idempotency_key, payload=payload, actor=actor
+            )
+        else:
+            status, body = _lead_body(_ingest(source=source, payload=payload, actor=actor))
+            response = JsonResponse(body, status=status)
+        writes.note_accepted()
+        return response
     except ApiError as exc:
         return _error_response(exc)
-    except DatabaseError:
-        return _error_response(_unavailable())
+    except DatabaseError as exc:
+        return _error_response(_unavailable(exc))
 
 
-def _unavailable() -> ApiError:
+def _unavailable(exc: DatabaseError) -> ApiError:
     """The database refused the write (down, read-only, disk full): nothing was stored.
 
     The lead's transaction rolled back, so the sender's retry is the only copy:
     tell it so, like any API, instead of an HTML 500.
     """
     log.exception("lead not stored: the database refused the write")
+    writes.note_refused(exc)  # for /healthz
     retry = str(settings.LEADS_RETRY_AFTER_SECONDS)
     return ApiError(
         503,
@@ -390,8 +397,9 @@ def public_form(request: HttpRequest, slug: str) -> HttpResponse:
         # nothing is stored or recorded, so they learn nothing.
         if not honeypot:
             _ingest(source=source, payload=payload, actor="system")
+            writes.note_accepted()
     except ApiError as exc:
         return _form_error(request, exc)
-    except DatabaseError:
-        return _form_error(request, _unavailable())
+    except DatabaseError as exc:
+        return _form_error(request, _unavailable(exc))
     return _form_thanks(request, next_url)

@@ -19,14 +19,16 @@ per-check details go to a monitor sending `Authorization: Bearer
 "Writable" without writing: the probe asks the database whether it would
 refuse writes (PostgreSQL: a standby in recovery, or a read-only transaction
 by default_transaction_read_only, set for the role, the database or the
-server; SQLite: PRAGMA query_only, or a file or folder the process may not
-write) and reports `writable: false`, a 503. What that cannot show is a full
-disk: the only proof a write succeeds is a write, and a test write on every
-probe from every balancer is the load this view exists to avoid. The worker
-heartbeat is that write, made every few seconds by every worker: a database
-that refuses it (a full disk, a quota) leaves the heartbeat stale, and the
-worker check fails within HEALTHZ_WORKER_MAX_AGE_SECONDS saying so, while the
-database check still reads fine.
+server; SQLite: PRAGMA query_only, a file or folder the process may not
+write, the file at its max_page_count, or less than HEALTHZ_MIN_FREE_MB left
+on its filesystem) and reports `writable: false`, a 503. A PostgreSQL
+server's full disk cannot be seen from here without writing (and a test
+write on every probe from every balancer is the load this view exists to
+avoid; an UPDATE that fits in its page succeeds on a full disk anyway), so
+the application's own writes are the probe: while the latest lead write this
+process attempted was refused, within HEALTHZ_WRITE_REFUSAL_SECONDS, the
+database is reported unwritable with the reason (core.writes). The worker
+heartbeat is a second witness, failing the worker check when its writes do.
 """
 
 import hmac
@@ -46,6 +48,7 @@ from django.views.decorators.http import require_safe
 from django_tasks_db.backend import DatabaseBackend
 from django_tasks_db.models import DBTaskResult, get_date_max
 
+from core import writes
 from leads.workflows.models import Workflow, WorkflowRun
 from orchestrator.dashboard.access import can_view
 from orchestrator.models import WorkerHeartbeat
@@ -67,8 +70,18 @@ def _sqlite_read_only_reason(cursor: Any) -> str | None:
     if name.startswith("file:") or not os.path.isfile(name):
         return None  # in memory, or a URI this cannot judge
     # The folder too: SQLite writes its journal (or WAL) beside the file.
-    if not (os.access(name, os.W_OK) and os.access(os.path.dirname(name) or ".", os.W_OK)):
+    folder = os.path.dirname(name) or "."
+    if not (os.access(name, os.W_OK) and os.access(folder, os.W_OK)):
         return "file not writable"
+    cursor.execute("PRAGMA page_count")
+    pages = cursor.fetchone()[0]
+    cursor.execute("PRAGMA max_page_count")
+    if pages >= cursor.fetchone()[0]:
+        return "database full (max_page_count)"
+    disk = os.statvfs(folder)
+    free_mb = disk.f_bavail * disk.f_frsize / 2**20
+    if free_mb < settings.HEALTHZ_MIN_FREE_MB:
+        return f"disk nearly full ({free_mb:.0f} MB free)"
     return None
 
 
@@ -110,7 +123,15 @@ def check_database(now: datetime) -> Check:
         return {"ok": False, "error": "database unreachable"}
     if read_only:
         log.warning("healthz: database refuses writes: %s", read_only)
-        return {"ok": False, "writable": False, "error": f"database is read-only ({read_only})"}
+        return {"ok": False, "writable": False, "error": f"database refuses writes ({read_only})"}
+    refused = writes.recent_refusal(settings.HEALTHZ_WRITE_REFUSAL_SECONDS)
+    if refused is not None:
+        reason, seconds_ago = refused
+        return {
+            "ok": False,
+            "writable": False,
+            "error": f"the last write was refused {seconds_ago} s ago ({reason})",
+        }
     return {"ok": True, "writable": True}
 
 

@@ -376,10 +376,14 @@ def event_exports(request: HttpRequest) -> HttpResponse:
     """The user's exports too large to stream (a superuser sees everyone's)."""
     jobs = list(_own_jobs(request)[:50])
     pending = any(job.status in (ExportJob.Status.QUEUED, ExportJob.Status.RUNNING) for job in jobs)
+    kept = timedelta(days=settings.EXPORT_RETENTION_DAYS)
+    for job in jobs:
+        # When cleanup_exports deletes it (its file and its row).
+        job.expires_at = job.finished_at + kept if job.finished_at else None
     return render_page(
         request,
         "dashboard/event_exports.html",
-        {"jobs": jobs, "pending": pending},
+        {"jobs": jobs, "pending": pending, "retention_days": settings.EXPORT_RETENTION_DAYS},
         nav="events",
         fragments=("export-jobs",),
         fragment="export-jobs",

@@ -1,11 +1,17 @@
 """Exports too large to stream: a job writes the file, the page offers it when ready."""
 
 import csv
+import io
 import json
+import os
+import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 import time_machine
+from django.core.management import call_command
+from django.db.models import F
 from django.urls import reverse
 
 from audit.models import AuditEvent
@@ -190,3 +196,177 @@ def test_a_path_or_format_planted_in_the_database_never_serves_another_file(
     with connection.cursor() as cursor:
         cursor.execute(f"UPDATE {table} SET format = %s WHERE id = %s", ["../../x", job.pk])
     assert auditor_client.get(url).status_code == 404
+
+
+# --- Jobs left behind, and retention (cleanup_exports) --------------------------------
+
+
+def queued_job(auditor_client, capture) -> ExportJob:
+    """An export job whose task was never run (as if the enqueue was lost)."""
+    events(6)
+    export(auditor_client, capture, format="jsonl")
+    PENDING.clear()
+    return ExportJob.objects.get()
+
+
+def cleanup() -> str:
+    out = io.StringIO()
+    call_command("cleanup_exports", stdout=out)
+    return out.getvalue()
+
+
+def test_a_job_whose_worker_was_killed_is_handed_to_another_and_finishes(
+    auditor_client, django_capture_on_commit_callbacks, clock, settings
+):
+    job = queued_job(auditor_client, django_capture_on_commit_callbacks)
+    # What a worker killed mid-write leaves: the job claimed, a half-written file.
+    ExportJob.objects.filter(pk=job.pk).update(status="running", attempts=1, progress_at=NOW)
+    exports = Path(settings.EXPORT_DIR)
+    exports.mkdir(parents=True)
+    part = exports / "tmpabc123.part"
+    part.write_text('{"event_id": "half')
+    os.utime(part, (NOW.timestamp(), NOW.timestamp()))
+
+    # Not yet stale: a slow writer is left alone.
+    clock.move_to(NOW + timedelta(seconds=settings.EXPORT_STALE_SECONDS - 1))
+    assert "0 queued again" in cleanup()
+    assert ExportJob.objects.get().status == "running"
+    assert part.exists()
+
+    clock.move_to(NOW + timedelta(seconds=settings.EXPORT_STALE_SECONDS + 1))
+    assert "1 queued again" in cleanup()
+    job.refresh_from_db()
+    assert (job.status, job.attempts, job.row_count) == ("done", 2, 6), job.error
+    assert not part.exists()
+    assert sorted(p.name for p in exports.iterdir()) == [f"audit-events-{job.pk}.jsonl"]
+
+
+def test_a_job_whose_enqueue_was_lost_is_enqueued_again(
+    auditor_client, django_capture_on_commit_callbacks, clock, settings
+):
+    job = queued_job(auditor_client, django_capture_on_commit_callbacks)
+    assert cleanup().startswith("Exports: 0 queued again")
+    clock.shift(timedelta(seconds=settings.EXPORT_STALE_SECONDS + 1))
+    cleanup()
+    job.refresh_from_db()
+    assert (job.status, job.attempts) == ("done", 1)
+
+
+def test_a_job_abandoned_max_attempts_times_fails_with_the_reason(
+    auditor_client, django_capture_on_commit_callbacks, clock, settings
+):
+    job = queued_job(auditor_client, django_capture_on_commit_callbacks)
+    ExportJob.objects.filter(pk=job.pk).update(
+        status="running", attempts=settings.EXPORT_MAX_ATTEMPTS, progress_at=NOW
+    )
+    clock.shift(timedelta(seconds=settings.EXPORT_STALE_SECONDS + 1))
+    assert "1 failed after 3 attempts" in cleanup()
+    job.refresh_from_db()
+    assert job.status == "failed"
+    assert job.error == "abandoned: its worker stopped 3 times while writing it"
+    page = auditor_client.get(reverse("event-exports"))
+    assert b'data-status="failed"' in page.content and b"abandoned" in page.content
+    assert b'hx-trigger="every 5s"' not in page.content  # nothing pending to poll for
+
+
+def test_a_writer_taken_for_dead_stops_without_touching_the_new_owners_file(
+    auditor_client, django_capture_on_commit_callbacks, monkeypatch, settings
+):
+    from orchestrator.dashboard import exports
+
+    job = queued_job(auditor_client, django_capture_on_commit_callbacks)
+    real = exports.matching_events
+
+    def taken_over_midway(*args, **kwargs):
+        for n, event in enumerate(real(*args, **kwargs)):
+            if n == 2:
+                # cleanup_exports requeued it and another worker claimed it.
+                ExportJob.objects.filter(pk=job.pk).update(attempts=F("attempts") + 1)
+            yield event
+
+    monkeypatch.setattr(exports, "matching_events", taken_over_midway)
+    monkeypatch.setattr(exports, "PROGRESS_EVERY_ROWS", 1)
+    exports.write_export_file.call(job.pk)
+    job.refresh_from_db()
+    # Still the new owner's: running, attempt 2, no file from the old writer.
+    assert (job.status, job.attempts, job.finished_at) == ("running", 2, None)
+    assert list(Path(settings.EXPORT_DIR).iterdir()) == []
+
+
+def test_finished_exports_are_deleted_after_the_retention_with_their_files(
+    auditor_client, django_capture_on_commit_callbacks, clock, settings
+):
+    events(6)
+    export(auditor_client, django_capture_on_commit_callbacks, format="jsonl")
+    run_queued_tasks()
+    old = ExportJob.objects.get()
+    clock.shift(timedelta(days=2))
+    export(auditor_client, django_capture_on_commit_callbacks, format="csv")
+    run_queued_tasks()
+    recent = ExportJob.objects.latest("pk")
+    exports = Path(settings.EXPORT_DIR)
+    stranger = exports / "README.txt"  # not this code's file: never touched
+    stranger.write_text("kept")
+    orphan = exports / "audit-events-999.csv"  # a file whose row someone deleted
+    orphan.write_text("x")
+    os.utime(orphan, (NOW.timestamp(), NOW.timestamp()))
+
+    page = auditor_client.get(reverse("event-exports"))
+    assert b"deleted after 7 days" in page.content
+    assert (old.finished_at + timedelta(days=7)).strftime("%Y-%m-%d %H:%M").encode() in page.content
+
+    clock.move_to(old.finished_at + timedelta(days=settings.EXPORT_RETENTION_DAYS, seconds=1))
+    assert "1 expired, 2 files removed" in cleanup()
+    assert list(ExportJob.objects.values_list("pk", flat=True)) == [recent.pk]
+    assert sorted(p.name for p in exports.iterdir()) == [
+        "README.txt",
+        f"audit-events-{recent.pk}.csv",
+    ]
+    url = reverse("event-export-download", kwargs={"job_id": old.pk})
+    assert auditor_client.get(url).status_code == 404
+
+
+def test_cleanup_exports_without_an_export_folder_does_nothing(settings):
+    assert (
+        cleanup()
+        == "Exports: 0 queued again, 0 failed after 3 attempts, 0 expired, 0 files removed.\n"
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_real_worker_writes_the_export_and_takes_over_one_abandoned(
+    auditor_client, settings, clock
+):
+    """Through the database queue and `manage.py run_worker`, not the immediate backend."""
+    from tests.conftest import worker_process
+
+    settings.TASKS = {
+        "default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["default"]}
+    }
+    events(6)
+    with worker_process("export-test", env={"EXPORT_DIR": settings.EXPORT_DIR}) as worker:
+        response = auditor_client.get(reverse("event-export"), {"format": "csv"})
+        assert response.status_code == 302
+        first = ExportJob.objects.get()
+        # An export whose worker was killed mid-write, long ago.
+        abandoned = ExportJob.objects.create(
+            user=first.user,
+            format="jsonl",
+            filters=first.filters,
+            status="running",
+            attempts=1,
+            progress_at=NOW - timedelta(hours=1),
+        )
+        cleanup()
+        deadline = time.monotonic() + 60
+        while ExportJob.objects.exclude(status="done").exists():
+            assert time.monotonic() < deadline, list(ExportJob.objects.values())
+            time.sleep(0.2)
+        assert worker.stop() == 0
+    first.refresh_from_db()
+    abandoned.refresh_from_db()
+    assert (first.row_count, first.attempts) == (6, 1)
+    assert (abandoned.row_count, abandoned.attempts) == (6, 2)
+    with open(abandoned.file_path, encoding="utf-8") as handle:
+        assert len(handle.readlines()) == 6

@@ -2,12 +2,7 @@
 
 import json
 import os
-import queue
-import signal
 import socket
-import subprocess
-import sys
-import threading
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -286,7 +281,7 @@ def test_a_read_only_database_is_503_and_the_other_checks_still_run(client, work
         assert body["checks"]["database"] == {
             "ok": False,
             "writable": False,
-            "error": f"database is read-only ({reason})",
+            "error": f"database refuses writes ({reason})",
         }
         # Reads still work: the worker's heartbeat is judged, not assumed down.
         assert body["checks"]["worker"]["ok"] is True
@@ -311,73 +306,29 @@ def test_an_sqlite_file_the_process_may_not_write_is_read_only(tmp_path, monkeyp
     monkeypatch.setattr(health.os, "access", lambda p, mode: p != str(path))
 
     class Cursor:
+        answers = {"PRAGMA query_only": 0, "PRAGMA page_count": 1, "PRAGMA max_page_count": 9}
+
         def execute(self, sql):
-            assert sql == "PRAGMA query_only"
+            self.value = self.answers[sql]
 
         def fetchone(self):
-            return (0,)
+            return (self.value,)
 
     assert health._sqlite_read_only_reason(Cursor()) == "file not writable"
     monkeypatch.setattr(health.os, "access", lambda p, mode: True)
     assert health._sqlite_read_only_reason(Cursor()) is None
 
 
-def _lines(stream) -> "queue.Queue[str]":
-    lines: queue.Queue[str] = queue.Queue()
-
-    def pump() -> None:
-        for line in stream:
-            lines.put(line)
-        lines.put("")
-
-    threading.Thread(target=pump, daemon=True).start()
-    return lines
-
-
-def _wait_for(lines: "queue.Queue[str]", text: str, seen: list[str]) -> None:
-    while True:
-        line = lines.get(timeout=60)
-        seen.append(line)
-        assert line, f"the worker ended before saying {text!r}:\n{''.join(seen)}"
-        if text in line:
-            return
-
-
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_a_real_worker_is_healthy_until_it_stops(client):
-    from tests.conftest import database_url
+    from tests.conftest import worker_process
 
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "manage.py",
-            "run_worker",
-            "--no-reload",
-            "--no-startup-delay",
-            "--worker-id=healthz-test",
-            "--heartbeat-interval=1",
-        ],
-        cwd=ROOT,
-        env={**os.environ, "DATABASE_URL": database_url(), "PYTHONUNBUFFERED": "1"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    seen: list[str] = []
-    try:
-        lines = _lines(proc.stderr)
-        _wait_for(lines, "worker healthz-test: alive, heartbeat every 1.0s", seen)
+    with worker_process("healthz-test") as worker:
         response, body = healthz(client)
         assert response.status_code == 200, body
         assert body["checks"]["worker"]["workers_alive"] == 1
-
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=60) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        assert worker.stop() == 0
 
     # A worker that stopped on purpose is gone at once, not after the max age.
     assert not WorkerHeartbeat.objects.exists()
