@@ -15,7 +15,7 @@ import sys
 import threading
 import traceback as tb
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, date, datetime, time
 from typing import Any
 
 from audit import selectors, services
@@ -38,6 +38,35 @@ LEGACY_EVENT_TYPES = (
     "workflow_stopped",
     "error",
 )
+
+
+# What the legacy reads took for a time: a datetime, or the ISO text of its log
+# lines ("2026-02-04T20:30:45.123456Z"), which callers copied from them.
+Moment = datetime | date | str
+
+
+def to_moment(value: Moment | None, *, name: str) -> datetime | None:
+    """An aware datetime for a time given the legacy ways.
+
+    The legacy log was written in UTC, so a time without a zone (a naive
+    datetime, or text without "Z" or an offset) is read as UTC; a date means
+    its midnight UTC. The selectors need aware datetimes: text or a date there
+    failed with AttributeError.
+    """
+    if value is None or isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, date):
+        moment = datetime.combine(value, time.min)
+    elif isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"{name}: {value!r} is not an ISO 8601 time") from None
+    else:
+        raise TypeError(f"{name}: expected a datetime, date or ISO 8601 text, not {value!r}")
+    if moment is not None and moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment
 
 
 class AuditLogger:
@@ -172,15 +201,15 @@ class AuditLogger:
         event_type: str | None = None,
         lead_id: str | None = None,
         workflow: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
+        since: Moment | None = None,
+        until: Moment | None = None,
         actor: str | None = None,
         limit: int = 100,
         *,
-        start_time: datetime | None = None,
-        end_time: datetime | None = None,
+        start_time: Moment | None = None,
+        end_time: Moment | None = None,
     ) -> list[dict[str, Any]]:
-        """Matching events, newest first, at most `limit`.
+        """Matching events in [since, until), newest first, at most `limit`.
 
         start_time and end_time are the legacy names of since and until.
         """
@@ -191,8 +220,8 @@ class AuditLogger:
             lead_id=lead_id,
             workflow=workflow,
             actor=actor,
-            since=since or start_time,
-            until=until or end_time,
+            since=to_moment(since if since is not None else start_time, name="since"),
+            until=to_moment(until if until is not None else end_time, name="until"),
         )
         return [event_to_legacy(e) for e in qs[:limit]]
 
@@ -203,11 +232,16 @@ class AuditLogger:
     def get_statistics(
         self,
         workflow: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
+        since: Moment | None = None,
+        until: Moment | None = None,
     ) -> dict[str, Any]:
+        """Counts of the events in [since, until), in the legacy keys (total_events,
+        event_types, leads_processed, errors) and a few more (see Statistics.as_dict)."""
         return selectors.statistics(
-            workflow=workflow, since=since, until=until, with_leads=True
+            workflow=workflow,
+            since=to_moment(since, name="since"),
+            until=to_moment(until, name="until"),
+            with_leads=True,
         ).as_dict()
 
     def get_event(self, event_id: str) -> dict[str, Any] | None:

@@ -151,8 +151,9 @@ def statistics(
     The range is cut into whole days (daily rollup), whole hours at either
     end (hourly rollup) and partial hours at the very edges (read row by
     row); events not sealed yet are added from the tail of the id sequence.
-    `with_leads` also counts distinct leads (by whole days; it costs a scan
-    of the lead-day rollup, so only the legacy API asks for it).
+    `with_leads` also counts distinct leads (whole days from the lead-day
+    rollup, the partial days at the edges from the rows; it costs a scan of
+    both, so only the legacy API asks for it).
     """
     stats = Statistics(since=since, until=until, workflow=workflow)
     head = AuditSeal.objects.order_by("-number").only("high_water", "open_gaps").first()
@@ -248,21 +249,46 @@ def statistics(
 def _distinct_leads(
     workflow: str | None, since: datetime | None, until: datetime | None, unsealed: set[str]
 ) -> int:
-    """Leads with events in the range, by whole UTC days: sealed events are in the
-    lead-day rollup, and leads seen only in unsealed events are added."""
+    """Leads with events in [since, until): whole UTC days from the lead-day rollup
+    (sealed events), the partial days at the edges from the events themselves,
+    and leads seen only in unsealed events (`unsealed`, found in the whole days)."""
+    d0 = ceil_day(since) if since else None
+    d1 = floor_day(until) if until else None
     lead_days = AuditLeadDay.objects.all()
     if workflow is not None:
         lead_days = lead_days.filter(workflow=workflow)
-    if since:
-        lead_days = lead_days.filter(day__gte=since.astimezone(UTC).date())
-    if until:
-        lead_days = lead_days.filter(day__lte=until.astimezone(UTC).date())
+    edges: list[tuple[datetime | None, datetime | None]] = []
+    if d0 is not None and d1 is not None and d0 >= d1:
+        # Under two days: no whole day, the rows answer.
+        lead_days = lead_days.none()
+        edges.append((since, until))
+    else:
+        # A lead-day row says the lead had an event that day, not when: a day
+        # the range only partly covers is read from the rows.
+        if d0 is not None:
+            lead_days = lead_days.filter(day__gte=d0.date())
+            edges.append((since, d0))
+        if d1 is not None:
+            lead_days = lead_days.filter(day__lt=d1.date())
+            edges.append((d1, until))
+    extra = set(unsealed)
+    for lo, hi in edges:
+        if lo is not None and hi is not None and lo >= hi:
+            continue
+        rows = AuditEvent.objects.order_by().exclude(lead_public_id="")
+        if workflow is not None:
+            rows = rows.filter(workflow=workflow)
+        if lo is not None:
+            rows = rows.filter(timestamp__gte=lo)
+        if hi is not None:
+            rows = rows.filter(timestamp__lt=hi)
+        extra.update(rows.values_list("lead_public_id", flat=True).distinct())
     count = lead_days.values("lead_public_id").distinct().count()
-    if unsealed:
+    if extra:
         known = set(
-            lead_days.filter(lead_public_id__in=unsealed).values_list("lead_public_id", flat=True)
+            lead_days.filter(lead_public_id__in=extra).values_list("lead_public_id", flat=True)
         )
-        count += len(unsealed - known)
+        count += len(extra - known)
     return count
 
 

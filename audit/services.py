@@ -16,13 +16,13 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import connection, models, transaction
 from django.utils import timezone
 
 from audit.fingerprints import fingerprint
 from audit.mirror import mirror_events
 from audit.models import AuditEvent
-from audit.signing import canonical_json, event_mac, normalize_json
+from audit.signing import event_mac, normalize_json
 from audit.types import ERROR, validate_event_type
 from core.http import client_ip
 
@@ -82,10 +82,8 @@ def _clean_details(details: Mapping[str, Any] | None) -> dict[str, Any]:
         raise AuditValidationError(
             f"details must be a JSON object (a dict), not {type(details).__name__}"
         )
-    try:
-        canonical_json(dict(details))
-    except (TypeError, ValueError) as exc:
-        raise AuditValidationError(f"details are not JSON-serializable: {exc}") from None
+    # Whether they serialize at all is found by the MAC's canonical JSON
+    # (build_event), not by a second serialization here.
     if _has_nul(details):
         raise AuditValidationError("details contain a NUL character, which JSON columns refuse")
     return normalize_json(dict(details))
@@ -123,9 +121,14 @@ def build_event(
     traceback: str = "",
     timestamp: datetime | None = None,
     event_uuid: uuid.UUID | None = None,
+    allow_unknown_type: bool = False,
 ) -> AuditEvent:
-    """Validate and sign an event without saving it (record_event and bulk import share this)."""
-    validate_event_type(event_type)
+    """Validate and sign an event without saving it (record_event and bulk import share this).
+
+    allow_unknown_type: an imported legacy line keeps a type the vocabulary
+    does not know (the caller has checked it is a usable name)."""
+    if not allow_unknown_type:
+        validate_event_type(event_type)
     actor = _validate_actor(actor if actor is not None else _actor.get())
     if lead is not None:
         lead_id = lead.public_id
@@ -165,19 +168,22 @@ def build_event(
             error_type=error_type, error_message=error_message, traceback=traceback
         ),
     )
-    event.mac = event_mac(
-        uuid=str(event_uuid),
-        timestamp=timestamp,
-        event_type=event_type,
-        actor=actor,
-        lead_public_id=lead_public_id,
-        workflow=workflow,
-        correlation_id=correlation_id,
-        details=clean,
-        error_type=error_type,
-        error_message=error_message,
-        traceback=traceback,
-    )
+    try:
+        event.mac = event_mac(
+            uuid=str(event_uuid),
+            timestamp=timestamp,
+            event_type=event_type,
+            actor=actor,
+            lead_public_id=lead_public_id,
+            workflow=workflow,
+            correlation_id=correlation_id,
+            details=clean,
+            error_type=error_type,
+            error_message=error_message,
+            traceback=traceback,
+        )
+    except (TypeError, ValueError) as exc:
+        raise AuditValidationError(f"details are not JSON-serializable: {exc}") from None
     return event
 
 
@@ -271,9 +277,39 @@ def insert_events(
     return total
 
 
+def _insert_rows(batch: list[AuditEvent]) -> None:
+    """One INSERT run for every event: what bulk_create does, without building
+    a statement with one placeholder group per row (that took 150 us a row, the
+    largest share of a legacy import's time). Values go through each field's own
+    conversion, so they are stored exactly as bulk_create would store them."""
+    fields = [f for f in AuditEvent._meta.concrete_fields if not f.primary_key]
+    quote = connection.ops.quote_name
+    sql = "INSERT INTO {} ({}) VALUES ({})".format(
+        quote(AuditEvent._meta.db_table),
+        ", ".join(quote(str(f.column)) for f in fields),
+        ", ".join(["%s"] * len(fields)),
+    )
+    # Text columns need no conversion; the others (uuid, time, JSON) do.
+    converted = [
+        (f.attname, None if isinstance(f, models.CharField | models.TextField) else f)
+        for f in fields
+    ]
+    rows = [
+        [
+            getattr(event, name)
+            if field is None
+            else field.get_db_prep_save(getattr(event, name), connection)
+            for name, field in converted
+        ]
+        for event in batch
+    ]
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, rows)
+
+
 def _insert_batch(batch: list[AuditEvent], *, mirror: bool) -> int:
     with transaction.atomic():
-        AuditEvent.objects.bulk_create(batch)
+        _insert_rows(batch)
         if mirror:
             transaction.on_commit(partial(mirror_events, list(batch)), robust=True)
     return len(batch)

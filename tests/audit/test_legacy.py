@@ -209,3 +209,106 @@ def test_one_logger_shared_by_threads():
     assert AuditEvent.objects.count() == 125
     for n in range(5):
         assert len(get_audit_logger().get_lead_history(f"LEAD-{n}")) == 25
+
+
+# --- time ranges: since/start_time inclusive, until/end_time exclusive -------------------
+
+SINCE = datetime(2026, 5, 1, 10, 30, tzinfo=UTC)
+TICK = timedelta(microseconds=1)
+# Each range as the legacy callers wrote it: aware datetimes, the log's own
+# timestamp text, naive datetimes (read as UTC, as the log was written).
+RANGE_FORMS = {
+    "aware": lambda since, until: (since, until),
+    "text": lambda since, until: (
+        since.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        until.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+    ),
+    "naive": lambda since, until: (since.replace(tzinfo=None), until.replace(tzinfo=None)),
+}
+
+
+def edge_events(since, until):
+    """One lead per edge: just before since, at since, just before until, at until."""
+    from audit.services import record_event
+
+    for lead, ts in [
+        ("LEAD-BEFORE", since - TICK),
+        ("LEAD-FIRST", since),
+        ("LEAD-LAST", until - TICK),
+        ("LEAD-AT-UNTIL", until),
+    ]:
+        record_event(event_type="lead_routed", lead_id=lead, workflow="sales", timestamp=ts)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("form", RANGE_FORMS)
+@pytest.mark.parametrize("sealed", [False, True], ids=["unsealed", "sealed"])
+@pytest.mark.parametrize(
+    "length",
+    # Within an hour (rows only), over hours, over days (daily and lead-day rollups).
+    [timedelta(minutes=20), timedelta(hours=5), timedelta(days=3, hours=2, minutes=45)],
+    ids=["minutes", "hours", "days"],
+)
+def test_get_statistics_counts_from_since_up_to_until(audit, form, sealed, length):
+    from audit.integrity import seal_all
+
+    until = SINCE + length
+    edge_events(SINCE, until)
+    if sealed:
+        seal_all()
+    since_arg, until_arg = RANGE_FORMS[form](SINCE, until)
+    stats = audit.get_statistics(workflow="sales", since=since_arg, until=until_arg)
+    assert stats["total_events"] == 2
+    assert stats["event_types"] == {"lead_routed": 2}
+    assert stats["leads_processed"] == 2
+    assert stats["since"] == SINCE.isoformat()
+    assert stats["until"] == until.isoformat()
+    assert (
+        audit.get_statistics(workflow="support", since=since_arg, until=until_arg)["total_events"]
+        == 0
+    )
+
+
+@pytest.mark.django_db
+def test_get_statistics_takes_dates_as_midnight_utc(audit):
+    from datetime import date
+
+    from audit.services import record_event
+
+    for lead, ts in [
+        ("LEAD-A", datetime(2026, 5, 1, 23, 59, 59, tzinfo=UTC)),
+        ("LEAD-B", datetime(2026, 5, 2, tzinfo=UTC)),
+        ("LEAD-C", datetime(2026, 5, 3, 23, 59, 59, tzinfo=UTC)),
+        ("LEAD-D", datetime(2026, 5, 4, tzinfo=UTC)),
+    ]:
+        record_event(event_type="lead_routed", lead_id=lead, workflow="sales", timestamp=ts)
+    stats = audit.get_statistics(since=date(2026, 5, 2), until=date(2026, 5, 4))
+    assert stats["by_day"] == {"2026-05-02": 1, "2026-05-03": 1}
+    assert stats["leads_processed"] == 2
+
+
+@pytest.mark.django_db
+def test_get_statistics_refuses_what_is_not_a_time(audit):
+    with pytest.raises(ValueError, match="since: 'last week' is not an ISO 8601 time"):
+        audit.get_statistics(since="last week")
+    with pytest.raises(TypeError, match="until: expected a datetime"):
+        audit.get_statistics(until=1746057600)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("form", RANGE_FORMS)
+def test_query_events_from_start_time_up_to_end_time(audit, form):
+    until = SINCE + timedelta(hours=2)
+    edge_events(SINCE, until)
+    start, end = RANGE_FORMS[form](SINCE, until)
+    for found in (
+        audit.query_events(start_time=start, end_time=end),
+        audit.query_events(since=start, until=end),
+    ):
+        assert [e["lead_id"] for e in found] == ["LEAD-LAST", "LEAD-FIRST"]
+    assert [e["lead_id"] for e in audit.query_events(start_time=start)] == [
+        "LEAD-AT-UNTIL",
+        "LEAD-LAST",
+        "LEAD-FIRST",
+    ]
+    assert [e["lead_id"] for e in audit.query_events(end_time=end, limit=1)] == ["LEAD-LAST"]

@@ -41,10 +41,8 @@ class Command(BaseCommand):
         report = import_files(paths, batch_size=options["batch_size"], progress=progress)
         for bad in report.bad:
             self.stderr.write(str(bad))
-        self.stdout.write(
-            f"Read {report.lines} lines: {report.imported} imported, "
-            f"{report.already_present} already present, {len(report.bad)} bad."
-        )
+        for line in report.summary():
+            self.stdout.write(line)
         if report.bad:
             raise CommandError(
                 f"{len(report.bad)} bad lines were not imported (first: {report.bad[0]})"
