@@ -2,7 +2,10 @@
 
 import re
 from dataclasses import dataclass
+from email import policy as mail_policy
+from email.policy import Policy
 from html import escape, unescape
+from typing import Any
 from urllib.parse import quote, urlencode
 
 from django.conf import settings
@@ -84,8 +87,20 @@ def render_email(email: OutboundEmail) -> Rendered:
     return Rendered(subject=subject, text=text, html=html, links=links, headers=headers)
 
 
+class FollowupMessage(EmailMultiAlternatives):
+    """Headers folded at RFC 5322's hard limit (998), not the SMTP policy's 78.
+
+    Folding at 78 splits no URL (it has no spaces), so the email package
+    encodes List-Unsubscribe as RFC 2047 words (=?utf-8?q?=3Chttps...) once the
+    base URL passes about 21 characters, and RFC 2369/8058 readers (Gmail,
+    Yahoo one-click unsubscribe) need the bare <URI>."""
+
+    def message(self, *, policy: Policy = mail_policy.default) -> Any:
+        return super().message(policy=policy.clone(max_line_length=998))
+
+
 def build_message(email: OutboundEmail, rendered: Rendered) -> EmailMultiAlternatives:
-    message = EmailMultiAlternatives(
+    message = FollowupMessage(
         subject=rendered.subject,
         body=rendered.text,
         from_email=email.enrollment.sequence.sender or None,

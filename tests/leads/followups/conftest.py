@@ -33,6 +33,8 @@ class Envelope:
     mail_from: str
     rcpt_tos: list[str]
     message: EmailMessage
+    # The bytes as they came over the wire, for what parsing would hide.
+    raw: bytes = b""
 
 
 @dataclass
@@ -59,7 +61,9 @@ class Recorder:
         if self.data_replies:
             return self.data_replies.pop(0)
         msg = email.message_from_bytes(envelope.content, policy=email.policy.default)
-        self.envelopes.append(Envelope(envelope.mail_from, list(envelope.rcpt_tos), msg))
+        self.envelopes.append(
+            Envelope(envelope.mail_from, list(envelope.rcpt_tos), msg, envelope.original_content)
+        )
         return "250 Message accepted for delivery"
 
     def message_ids(self) -> list[str]:

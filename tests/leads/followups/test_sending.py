@@ -239,3 +239,35 @@ def test_send_due_refuses_to_run_inside_a_transaction():
 
     with transaction.atomic(), pytest.raises(RuntimeError, match="outside atomic"):
         send_due()
+
+
+def raw_header(raw: bytes, name: bytes) -> bytes:
+    """A header's value as sent: its lines unfolded, nothing decoded."""
+    head = raw.split(b"\r\n\r\n", 1)[0].replace(b"\r\n", b"\n")
+    unfolded = head.replace(b"\n ", b" ").replace(b"\n\t", b" ")
+    (line,) = [x for x in unfolded.split(b"\n") if x.lower().startswith(name.lower() + b":")]
+    return line.split(b":", 1)[1].strip()
+
+
+@pytest.mark.parametrize("length", [21, 60, 200])
+def test_list_unsubscribe_is_a_bare_uri_on_the_wire_for_long_base_urls(
+    smtp, lead, sequence, settings, length
+):
+    base = "https://mail.example.com/"
+    base_url = base + "p" * (length - len(base)) if length > len(base) else base[:length]
+    settings.FOLLOWUPS_BASE_URL = base_url.rstrip("/")
+    settings.FOLLOWUPS_UNSUBSCRIBE_MAILTO = "unsubscribe@example.test"
+    enroll(lead=lead, sequence=sequence)
+    assert send_due().counts == {"sent": 1}
+
+    raw = smtp.envelopes[0].raw
+    value = raw_header(raw, b"List-Unsubscribe")
+    # RFC 2369 / 8058: angle-bracketed URIs, never RFC 2047 encoded words.
+    assert b"=?" not in value
+    https, mailto = value.split(b", ")
+    assert https.startswith(b"<" + settings.FOLLOWUPS_BASE_URL.encode() + b"/u/")
+    assert https.endswith(b">") and b" " not in https
+    assert mailto.startswith(b"<mailto:unsubscribe@example.test?subject=unsubscribe%20")
+    assert raw_header(raw, b"List-Unsubscribe-Post") == b"List-Unsubscribe=One-Click"
+    # Still within RFC 5322's 998-character line limit.
+    assert all(len(line) <= 998 for line in raw.split(b"\r\n"))
