@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from django.db import connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from audit.integrity import (
@@ -56,6 +57,14 @@ def _seals_with_old_events(before: datetime):  # type: ignore[no-untyped-def]
             yield seal
 
 
+def _unsealed_before(before: datetime) -> int:
+    head = AuditSeal.objects.order_by("-number").only("high_water", "open_gaps").first()
+    unsealed = Q(id__gt=head.high_water if head else 0)
+    if head and head.open_gaps:
+        unsealed |= ranges_q(head.open_gaps)
+    return AuditEvent.objects.filter(unsealed, timestamp__lt=before).count()
+
+
 def prune(
     *,
     before: datetime,
@@ -66,12 +75,18 @@ def prune(
     """Delete sealed events older than `before`, archiving them first when asked.
 
     Only sealed events are deleted: the seal is what lets verification tell a
-    pruned event from a deleted one. Everything committed is sealed first.
+    pruned event from a deleted one. Everything committed is sealed first,
+    except in a dry run, which writes nothing and counts the unsealed events a
+    real run would seal and delete.
     """
+    if dry_run:
+        seals = list(_seals_with_old_events(before))
+        sealed = sum(_prunable(s, before).count() for s in seals)
+        return PruneResult(matched=sealed + _unsealed_before(before))
     seal_all()
     seals = list(_seals_with_old_events(before))
     result = PruneResult(matched=sum(_prunable(s, before).count() for s in seals))
-    if dry_run or not result.matched:
+    if not result.matched:
         return result
     # Deleting a tampered event (or the rest of a seal an event was already
     # taken from) would erase the evidence, so every seal is checked first.

@@ -30,13 +30,22 @@ class LeadSourceAdmin(admin.ModelAdmin):
 class ApiKeyAdmin(admin.ModelAdmin):
     """Keys are created by `manage.py create_api_key` (the only place a key is shown)."""
 
-    list_display = ["name", "prefix", "source", "created_at", "last_used_at", "revoked_at"]
+    list_display = [
+        "name",
+        "prefix",
+        "scopes",
+        "source",
+        "created_at",
+        "last_used_at",
+        "revoked_at",
+    ]
     list_filter = ["source", ("revoked_at", admin.EmptyFieldListFilter)]
     list_select_related = ["source"]
     search_fields = ["=prefix", "name"]
     # key_hash is left out everywhere; everything else is read-only, since
     # the name is what the audit trail calls the key (actor "api:<name>").
-    fields = ["name", "prefix", "source", "created_at", "last_used_at", "revoked_at"]
+    # Scopes too: widening a key's rights is a new key, created (and audited) by the command.
+    fields = ["name", "prefix", "scopes", "source", "created_at", "last_used_at", "revoked_at"]
     readonly_fields = fields
     actions = ["revoke"]
 

@@ -145,19 +145,49 @@ class Lead(models.Model):
 
 
 class ApiKey(models.Model):
-    """A key for the web form API. Only a hash is stored; the key is shown once."""
+    """A key for the lead and events APIs. Only a hash is stored; the key is shown once."""
 
-    source = models.ForeignKey(LeadSource, on_delete=models.CASCADE, related_name="api_keys")
+    class Scope(models.TextChoices):
+        LEADS_WRITE = "leads:write", "Send leads (POST /api/v1/leads)"
+        EVENTS_READ = "events:read", "Read audit events and lead histories"
+        EVENTS_WRITE = "events:write", "Write audit events (POST /api/v1/events)"
+
+    # Only a leads:write key has one: it is where the key's leads come from.
+    source = models.ForeignKey(
+        LeadSource, on_delete=models.CASCADE, related_name="api_keys", null=True, blank=True
+    )
     name = models.CharField(max_length=100)
     prefix = models.CharField(max_length=16, unique=True)
     key_hash = models.CharField(max_length=64)
+    # Comma-separated Scope values, sorted. Not a JSON list: the constraint below
+    # has to test membership, and SQLite cannot check `contains` on a JSON column.
+    # No scope is a substring of another, so `contains` is exact.
+    scopes = models.CharField(max_length=100, default=Scope.LEADS_WRITE)
     created_at = models.DateTimeField(default=timezone.now)
     revoked_at = models.DateTimeField(null=True, blank=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
 
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(source__isnull=False)
+                | ~models.Q(scopes__contains="leads:write"),
+                name="apikey_leads_write_has_source",
+                violation_error_message="A key with the leads:write scope needs a source.",
+            ),
+            models.CheckConstraint(condition=~models.Q(scopes=""), name="apikey_has_a_scope"),
+        ]
+
     def __str__(self) -> str:
         state = "revoked" if self.revoked_at else "active"
         return f"{self.name} ({self.prefix}…, {state})"
+
+    @property
+    def scope_list(self) -> list[str]:
+        return [s for s in self.scopes.split(",") if s]
+
+    def has_scope(self, scope: str) -> bool:
+        return scope in self.scope_list
 
 
 class IdempotencyRecord(models.Model):

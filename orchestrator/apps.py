@@ -9,9 +9,11 @@ class OrchestratorConfig(AppConfig):
         from django.contrib.auth.signals import user_login_failed
 
         from orchestrator.accounts import count_failure
+        from orchestrator.api import events
 
         user_login_failed.connect(count_failure, dispatch_uid="orchestrator_count_login_failure")
         register_cached_types()
+        events.register()
 
 
 def register_cached_types() -> None:

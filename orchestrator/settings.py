@@ -152,6 +152,14 @@ LEADS_FORM_RATE = envstr("LEADS_FORM_RATE", "10/m")  # public form, per client I
 # Retry-After of the 503 the lead API answers when the database refuses writes.
 LEADS_RETRY_AFTER_SECONDS = envint("LEADS_RETRY_AFTER_SECONDS", 30)
 
+# --- Events API (orchestrator/api) ----------------------------------------------------
+# A POST /api/v1/events holds at most this many events and bytes (413 beyond).
+EVENTS_API_MAX_EVENTS = envint("EVENTS_API_MAX_EVENTS", 1000)
+EVENTS_API_MAX_BYTES = envint("EVENTS_API_MAX_BYTES", 1024 * 1024)
+EVENTS_API_RATE = envstr("EVENTS_API_RATE", "60/m")  # per API key, reads and writes
+# Events per page of GET /api/v1/events and of a lead's history.
+EVENTS_API_PAGE_SIZE = envint("EVENTS_API_PAGE_SIZE", 100)
+
 # --- Follow-up emails ---------------------------------------------------------------
 # Where the unsubscribe, open and click links point (this site's public URL).
 FOLLOWUPS_BASE_URL = envstr("FOLLOWUPS_BASE_URL", "http://localhost:8000")

@@ -20,6 +20,7 @@ urlpatterns = [
     ),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("", include("leads.urls")),
+    path("", include("orchestrator.api.urls")),
     path("", include("leads.followups.urls")),
     path("", include("orchestrator.dashboard.urls")),
 ]

@@ -26,7 +26,7 @@ from django_ratelimit.core import get_usage
 from audit.services import AuditValidationError, audit_context
 from core import writes
 from leads.intake.apikeys import ApiKeyError, authenticate
-from leads.models import IdempotencyRecord, LeadSource
+from leads.models import ApiKey, IdempotencyRecord, LeadSource
 from leads.services import IngestResult, LeadValidationError, ingest_lead
 
 log = logging.getLogger(__name__)
@@ -282,7 +282,9 @@ def api_leads(request: HttpRequest) -> HttpResponse:
         return _method_not_allowed()
     try:
         try:
-            api_key = authenticate(request.headers.get("Authorization", ""))
+            api_key = authenticate(
+                request.headers.get("Authorization", ""), scope=ApiKey.Scope.LEADS_WRITE
+            )
         except ApiKeyError as exc:
             headers = {"WWW-Authenticate": 'Bearer realm="leads"'} if exc.status == 401 else {}
             raise ApiError(exc.status, str(exc), headers) from None

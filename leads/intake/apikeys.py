@@ -1,9 +1,12 @@
-"""API keys for the web form API: generation, hashing, lookup and revocation.
+"""API keys for the lead and events APIs: generation, hashing, lookup, scopes, revocation.
 
 A key looks like `lo_<prefix>_<secret>`. The prefix is stored in the clear and
 finds the row; only the SHA-256 of the whole key is stored, so the database
 alone cannot be used to call the API. The key is shown once, by
 `manage.py create_api_key`.
+
+A key holds scopes (ApiKey.Scope): what each API asks for, so a key leaked from
+a SIEM that reads events cannot send leads, and the reverse.
 """
 
 import hashlib
@@ -11,6 +14,7 @@ import hmac
 import logging
 import re
 import secrets
+from collections.abc import Iterable
 from datetime import timedelta
 
 from django.db import IntegrityError, transaction
@@ -51,10 +55,30 @@ def _generate() -> tuple[str, str]:
     return prefix, f"lo_{prefix}_{secrets.token_urlsafe(32)}"
 
 
-def api_key_create(*, source: LeadSource, name: str = "") -> tuple[ApiKey, str]:
-    """Create a key for `source`; returns the row and the raw key, which is never stored.
+def clean_scopes(scopes: Iterable[str]) -> list[str]:
+    """Known scopes, sorted and without repeats; ValueError names an unknown one."""
+    chosen = sorted(set(scopes))
+    unknown = [s for s in chosen if s not in ApiKey.Scope.values]
+    if unknown:
+        raise ValueError(
+            f"unknown API key scope {unknown[0]!r}; known scopes: {', '.join(ApiKey.Scope.values)}"
+        )
+    if not chosen:
+        raise ValueError("an API key needs at least one scope")
+    return chosen
 
-    Without a name the key is called "<source slug>-<prefix>".
+
+def api_key_create(
+    *,
+    source: LeadSource | None = None,
+    name: str = "",
+    scopes: Iterable[str] = (ApiKey.Scope.LEADS_WRITE,),
+) -> tuple[ApiKey, str]:
+    """Create a key; returns the row and the raw key, which is never stored.
+
+    A leads:write key needs `source` (its leads come from there); other scopes
+    need none. Without a name the key is called "<source slug>-<prefix>", or
+    "api-<prefix>" without a source.
     """
     name = name.strip()
     if name and not NAME_RE.match(name):
@@ -62,6 +86,10 @@ def api_key_create(*, source: LeadSource, name: str = "") -> tuple[ApiKey, str]:
             f"API key name {name!r} must be 1-100 characters without line breaks "
             "or control characters"
         )
+    chosen = clean_scopes(scopes)
+    if ApiKey.Scope.LEADS_WRITE in chosen and source is None:
+        raise ValueError("a key with the leads:write scope needs a source")
+    default_name = source.slug if source is not None else "api"
     for _ in range(5):
         prefix, raw = _generate()
         try:
@@ -69,17 +97,23 @@ def api_key_create(*, source: LeadSource, name: str = "") -> tuple[ApiKey, str]:
             with transaction.atomic():
                 key = ApiKey.objects.create(
                     source=source,
-                    name=name or f"{source.slug}-{prefix}",
+                    name=name or f"{default_name}-{prefix}",
                     prefix=prefix,
                     key_hash=hash_key(raw),
+                    scopes=",".join(chosen),
                 )
                 record_event(
                     event_type="api_key_created",
-                    details={"key": key.name, "prefix": prefix, "source": source.slug},
+                    details={
+                        "key": key.name,
+                        "prefix": prefix,
+                        "source": source.slug if source is not None else None,
+                        "scopes": chosen,
+                    },
                 )
         except IntegrityError:
             continue
-        log.info("API key %s (%s) created for source %s", key.name, prefix, source.slug)
+        log.info("API key %s (%s) created with scopes %s", key.name, prefix, key.scopes)
         return key, raw
     raise RuntimeError("could not find a free API key prefix in 5 attempts")
 
@@ -94,7 +128,11 @@ def api_key_revoke(*, key: ApiKey, actor: str) -> bool:
             record_event(
                 event_type="api_key_revoked",
                 actor=actor,
-                details={"key": key.name, "prefix": key.prefix, "source": key.source.slug},
+                details={
+                    "key": key.name,
+                    "prefix": key.prefix,
+                    "source": key.source.slug if key.source is not None else None,
+                },
             )
     if changed:
         key.revoked_at = now
@@ -110,11 +148,12 @@ def parse_bearer(header: str) -> str | None:
     return token.strip()
 
 
-def authenticate(authorization: str) -> ApiKey:
-    """The active key an Authorization header carries, with its source loaded.
+def authenticate(authorization: str, *, scope: str) -> ApiKey:
+    """The active key an Authorization header carries, with its source loaded,
+    if it holds `scope` (required, so no caller can forget to ask).
 
     Raises ApiKeyError: 401 when the header is missing, malformed or names no
-    key; 403 when the key is right but revoked.
+    key; 403 when the key is right but revoked or lacks the scope.
     """
     if not authorization:
         raise ApiKeyError("Authentication required: send 'Authorization: Bearer <API key>'.")
@@ -129,6 +168,8 @@ def authenticate(authorization: str) -> ApiKey:
         raise ApiKeyError("Unknown API key.")
     if key.revoked_at is not None:
         raise ApiKeyError("This API key has been revoked.", status=403)
+    if not key.has_scope(scope):
+        raise ApiKeyError(f"This API key does not have the {str(scope)!r} scope.", status=403)
     touch_last_used(key)
     return key
 

@@ -433,3 +433,21 @@ def test_a_prune_does_not_launder_a_modified_event(tmp_path):
     assert not archive.exists()
     assert AuditEvent.objects.filter(pk=old[0].pk).exists()
     assert verify().first_problem().event_id == old[0].pk
+
+
+@pytest.mark.django_db
+def test_dry_run_seals_nothing_and_counts_unsealed_events_a_real_run_would_delete(settings):
+    settings.AUDIT_SEAL_BATCH = 2
+    for month in (1, 2, 3):
+        record_event(event_type="lead_ingested", timestamp=ts(2023, month, 1))
+    seal_all()  # three events sealed; the two below are not
+    late = [record_event(event_type="lead_ingested", timestamp=ts(2023, 4, d)) for d in (1, 2)]
+    seals = list(AuditSeal.objects.values_list("number", flat=True))
+
+    run = run_command("prune_audit", "--before", "2024-01-01", "--dry-run")
+
+    assert run.out == "Dry run: 5 events before 2024-01-01 00:00 would be deleted.\n"
+    assert list(AuditSeal.objects.values_list("number", flat=True)) == seals
+    assert AuditEvent.objects.filter(pk__in=[e.pk for e in late]).count() == 2
+    # The real run agrees with the count.
+    assert "Deleted 5 events" in run_command("prune_audit", "--before", "2024-01-01").out

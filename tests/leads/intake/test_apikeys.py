@@ -22,6 +22,7 @@ from leads.intake.apikeys import (
 from leads.models import ApiKey, Lead
 
 API_URL = reverse("leads:api-leads")
+LEADS_WRITE = ApiKey.Scope.LEADS_WRITE
 
 
 @pytest.fixture(autouse=True)
@@ -78,8 +79,8 @@ def test_names_that_cannot_name_an_audit_actor_are_refused(web_source, name):
 
 def test_authenticate(web_source):
     key, raw = api_key_create(source=web_source, name="k")
-    assert authenticate(f"Bearer {raw}") == key
-    assert authenticate(f"bearer   {raw}  ") == key
+    assert authenticate(f"Bearer {raw}", scope=LEADS_WRITE) == key
+    assert authenticate(f"bearer   {raw}  ", scope=LEADS_WRITE) == key
     prefix = KEY_RE.match(raw)["prefix"]
     cases = {
         "": "Authentication required",
@@ -91,7 +92,7 @@ def test_authenticate(web_source):
     }
     for header, message in cases.items():
         with pytest.raises(ApiKeyError, match=message) as exc_info:
-            authenticate(header)
+            authenticate(header, scope=LEADS_WRITE)
         assert exc_info.value.status == 401, header
 
 
@@ -104,7 +105,7 @@ def test_revoked_key_is_refused_with_403(web_source):
     assert api_key_revoke(key=key, actor="user:admin") is False
     assert ApiKey.objects.get().revoked_at == first_revocation
     with pytest.raises(ApiKeyError) as exc_info:
-        authenticate(f"Bearer {raw}")
+        authenticate(f"Bearer {raw}", scope=LEADS_WRITE)
     assert exc_info.value.status == 403
 
 
@@ -112,13 +113,13 @@ def test_last_used_is_written_at_most_once_a_minute(web_source):
     _, raw = api_key_create(source=web_source, name="k")
     start = timezone.now()
     with time_machine.travel(start, tick=False):
-        authenticate(f"Bearer {raw}")
+        authenticate(f"Bearer {raw}", scope=LEADS_WRITE)
     assert ApiKey.objects.get().last_used_at == start
     with time_machine.travel(start + timedelta(seconds=50), tick=False):
-        authenticate(f"Bearer {raw}")
+        authenticate(f"Bearer {raw}", scope=LEADS_WRITE)
     assert ApiKey.objects.get().last_used_at == start
     with time_machine.travel(start + timedelta(seconds=61), tick=False):
-        authenticate(f"Bearer {raw}")
+        authenticate(f"Bearer {raw}", scope=LEADS_WRITE)
     assert ApiKey.objects.get().last_used_at == start + timedelta(seconds=61)
 
 
@@ -175,7 +176,7 @@ def test_admin_lists_keys_without_hashes_and_revokes(admin_client, web_source):
     other.refresh_from_db()
     assert key.revoked_at is not None and other.revoked_at is None
     with pytest.raises(ApiKeyError):
-        authenticate(f"Bearer {raw}")
+        authenticate(f"Bearer {raw}", scope=LEADS_WRITE)
 
 
 def test_other_lead_admin_pages_still_load(admin_client, web_source):
@@ -191,10 +192,121 @@ def test_key_creation_and_revocation_are_audited(web_source):
 
     key, raw = api_key_create(source=web_source, name="site")
     created = AuditEvent.objects.get(event_type="api_key_created")
-    assert created.details == {"key": "site", "prefix": key.prefix, "source": web_source.slug}
+    assert created.details == {
+        "key": "site",
+        "prefix": key.prefix,
+        "source": web_source.slug,
+        "scopes": ["leads:write"],
+    }
     assert raw not in str(created.details)
     assert api_key_revoke(key=key, actor="user:admin")
     revoked = AuditEvent.objects.get(event_type="api_key_revoked")
     assert revoked.actor == "user:admin"
     assert not api_key_revoke(key=key, actor="user:admin")
     assert AuditEvent.objects.filter(event_type="api_key_revoked").count() == 1
+
+
+# --- Scopes ------------------------------------------------------------------------------
+
+
+def test_a_key_without_leads_write_is_refused_by_the_lead_api(client, web_source):
+    _, raw = api_key_create(source=web_source, name="reader", scopes=["events:read"])
+    response = client.post(
+        API_URL,
+        {"email": "ann@example.com"},
+        content_type="application/json",
+        headers={"Authorization": f"Bearer {raw}"},
+    )
+    assert response.status_code == 403
+    assert response.json() == {
+        "errors": {"non_field_errors": ["This API key does not have the 'leads:write' scope."]}
+    }
+    assert not Lead.objects.exists()
+    # Refused before it counts as used.
+    assert ApiKey.objects.get().last_used_at is None
+
+
+def test_scopes_are_stored_sorted_and_checked_exactly(web_source):
+    key, raw = api_key_create(name="siem", scopes=["events:write", "events:read", "events:write"])
+    key.refresh_from_db()
+    assert key.scopes == "events:read,events:write" and key.source is None
+    assert key.name == "siem"
+    assert authenticate(f"Bearer {raw}", scope="events:read") == key
+    for scope in ("leads:write", "events", "read"):
+        with pytest.raises(ApiKeyError, match="scope") as exc_info:
+            authenticate(f"Bearer {raw}", scope=scope)
+        assert exc_info.value.status == 403
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"scopes": []}, "at least one scope"),
+        ({"scopes": ["events:delete"]}, "unknown API key scope 'events:delete'"),
+        ({"scopes": ["leads:write"]}, "needs a source"),
+        ({}, "needs a source"),  # leads:write is the default
+    ],
+)
+def test_bad_scopes_are_refused(db, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        api_key_create(name="k", **kwargs)
+    assert not ApiKey.objects.exists()
+
+
+def test_the_database_refuses_a_leads_key_without_source(web_source):
+    from django.db import IntegrityError, transaction
+
+    key, _ = api_key_create(source=web_source, name="k")
+    with pytest.raises(IntegrityError), transaction.atomic():
+        ApiKey.objects.filter(pk=key.pk).update(source=None)
+    events_key, _ = api_key_create(name="e", scopes=["events:read"])
+    with pytest.raises(IntegrityError), transaction.atomic():
+        ApiKey.objects.filter(pk=events_key.pk).update(scopes="events:read,leads:write")
+    with pytest.raises(IntegrityError), transaction.atomic():
+        ApiKey.objects.filter(pk=events_key.pk).update(scopes="")
+
+
+def test_command_creates_an_events_key_without_source(db):
+    raw, lines = create_key_by_command(
+        "--scope", "events:read", "--scope", "events:write", "--name", "siem"
+    )
+    key = ApiKey.objects.get()
+    assert key.source is None and key.scope_list == ["events:read", "events:write"]
+    assert "events:read, events:write" in lines[-2]
+    assert authenticate(f"Bearer {raw}", scope="events:write") == key
+    created = AuditEvent.objects.get(event_type="api_key_created")
+    assert created.details["scopes"] == ["events:read", "events:write"]
+    assert created.details["source"] is None
+
+
+def test_command_default_scope_is_leads_write(web_source):
+    raw, _ = create_key_by_command("--source", "website")
+    assert ApiKey.objects.get().scope_list == ["leads:write"]
+    with pytest.raises(ApiKeyError):
+        authenticate(f"Bearer {raw}", scope="events:read")
+
+
+def test_command_refuses_an_unknown_scope_and_a_leads_key_without_source(db):
+    with pytest.raises(CommandError, match="invalid choice"):
+        call_command("create_api_key", "--scope", "admin", stdout=io.StringIO())
+    with pytest.raises(CommandError, match="--source"):
+        call_command(
+            "create_api_key",
+            "--scope",
+            "events:read",
+            "--scope",
+            "leads:write",
+            stdout=io.StringIO(),
+        )
+    assert not ApiKey.objects.exists()
+
+
+def test_admin_shows_scopes_of_a_key_without_source(admin_client):
+    key, _ = api_key_create(name="siem", scopes=["events:read"])
+    page = admin_client.get(reverse("admin:leads_apikey_changelist")).content.decode()
+    assert "events:read" in page
+    detail = admin_client.get(reverse("admin:leads_apikey_change", args=[key.pk]))
+    assert detail.status_code == 200 and "events:read" in detail.content.decode()
+    assert api_key_revoke(key=key, actor="user:admin")
+    revoked = AuditEvent.objects.get(event_type="api_key_revoked")
+    assert revoked.details["source"] is None
