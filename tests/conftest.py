@@ -12,6 +12,7 @@ import pytest
 from django.db import connection
 
 from audit.mirror import mirror
+from core import writes
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -23,6 +24,15 @@ def audit_mirror_path(settings, tmp_path):
     settings.AUDIT_JSONL_PATH = str(path)
     yield path
     mirror.close()
+
+
+@pytest.fixture(autouse=True)
+def forget_write_refusals():
+    """A refused write is remembered per process for /healthz (core.writes):
+    one test's outage must not show in the next test's health check."""
+    writes.note_accepted()
+    yield
+    writes.note_accepted()
 
 
 def database_url() -> str:

@@ -31,6 +31,9 @@ TOKEN = "monitor-token-for-tests"
 @contextlib.contextmanager
 def sqlite_full() -> Iterator[None]:
     with connection.cursor() as cursor:
+        # Pages freed by earlier tests would be reused without growing the
+        # file: give them back first, so that the pinned size is really full.
+        cursor.execute("VACUUM")
         cursor.execute("PRAGMA page_count")
         pages = cursor.fetchone()[0]
         cursor.execute("PRAGMA max_page_count")
