@@ -246,3 +246,21 @@ class AuditAnchorMark(AppendOnlyModel):
 
     def __str__(self) -> str:
         return f"anchor log {self.path} started {self.created_at:%Y-%m-%d %H:%M}"
+
+
+class ImportPosition(models.Model):
+    """How far `import_audit_log --follow` has read a legacy log, saved in the
+    transaction that stores the lines before it: a follower killed at any
+    moment resumes exactly where its last commit left it."""
+
+    path = models.CharField(max_length=500, unique=True)
+    # The file being read: its inode, and a digest of its first line, which
+    # finds it again after logrotate renamed (and maybe compressed) it.
+    inode = models.BigIntegerField(null=True)
+    head = models.CharField(max_length=64, blank=True, default="")
+    offset = models.BigIntegerField(default=0)
+    imported = models.BigIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.path} at byte {self.offset}"

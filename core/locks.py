@@ -29,7 +29,31 @@ def acquire(name: str, *, ttl: timedelta) -> str | None:
         taken = CommandLock.objects.filter(name=name, expires_at__lt=now).update(
             holder=holder, acquired_at=now, expires_at=now + ttl
         )
-        return holder if taken == 1 else None
+        if taken:
+            return holder
+    # Held by a process of this machine that no longer exists (killed, or
+    # the machine rebooted): no need to wait out its lease.
+    current = CommandLock.objects.filter(name=name).values_list("holder", flat=True).first()
+    if current is None or not _dead_here(current):
+        return None
+    taken = CommandLock.objects.filter(name=name, holder=current).update(
+        holder=holder, acquired_at=now, expires_at=now + ttl
+    )
+    return holder if taken == 1 else None
+
+
+def _dead_here(holder: str) -> bool:
+    host, _, rest = holder.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, another user's
+    return False
 
 
 def renew(name: str, holder: str, *, ttl: timedelta) -> bool:

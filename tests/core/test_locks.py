@@ -37,3 +37,27 @@ def test_a_scheduled_command_gives_the_signal_handlers_back(db):
     before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     call_command("seal_audit", stdout=io.StringIO())
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+
+
+@pytest.mark.django_db
+def test_a_lease_whose_holder_on_this_machine_is_dead_is_taken_over_at_once():
+    import socket
+    import subprocess
+    import sys
+
+    from core.models import CommandLock
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    ttl = timedelta(minutes=30)
+    assert locks.acquire("follow:x", ttl=ttl)
+    # As a process killed with SIGKILL leaves it: its lease, unexpired.
+    CommandLock.objects.filter(name="follow:x").update(
+        holder=f"{socket.gethostname()}:{gone.pid}:deadbeef"
+    )
+    holder = locks.acquire("follow:x", ttl=ttl)
+    assert holder is not None and holder.split(":")[1] != str(gone.pid)
+    # A live holder here, or one on another machine, keeps it.
+    assert locks.acquire("follow:x", ttl=ttl) is None
+    CommandLock.objects.filter(name="follow:x").update(holder=f"elsewhere:{gone.pid}:deadbeef")
+    assert locks.acquire("follow:x", ttl=ttl) is None

@@ -1,26 +1,54 @@
+import hashlib
+import signal
+import threading
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import close_old_connections
 from tqdm import tqdm
 
-from audit.transfer import import_files
+from audit.follow import Follower
+from audit.services import record_event
+from audit.transfer import ImportReport, import_files
+from core import locks
 
 
 class Command(BaseCommand):
     help = (
         "Import legacy audit JSON Lines files (plain or .gz). Valid lines are imported, "
         "each bad line is reported with its number and reason; running it again imports "
-        "nothing new. Exits non-zero if any line was bad."
+        "nothing new. Exits non-zero if any line was bad. With --follow FILE, keep "
+        "importing what the legacy system appends, through log rotations, until SIGTERM."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("paths", nargs="+", type=Path, metavar="PATH")
         parser.add_argument("--batch-size", type=int, default=2000)
         parser.add_argument("--no-progress", action="store_true")
+        parser.add_argument(
+            "--follow",
+            action="store_true",
+            help="Tail one file the legacy system is still writing (its position is kept "
+            "in the database: stopped or killed, it resumes where it was).",
+        )
+        parser.add_argument(
+            "--poll",
+            type=float,
+            default=1.0,
+            help="With --follow: seconds between looks at an idle file (default 1).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         paths: list[Path] = options["paths"]
+        if options["follow"]:
+            if len(paths) != 1:
+                raise CommandError("--follow takes exactly one file")
+            if not options["poll"] > 0:
+                raise CommandError("--poll must be a positive number of seconds")
+            self.follow(paths[0], poll=options["poll"])
+            return
         for path in paths:
             if not path.is_file():
                 raise CommandError(f"{path}: no such file")
@@ -41,9 +69,53 @@ class Command(BaseCommand):
         report = import_files(paths, batch_size=options["batch_size"], progress=progress)
         for bad in report.bad:
             self.stderr.write(str(bad))
-        for line in report.summary():
-            self.stdout.write(line)
+        self.summarize(report)
         if report.bad:
             raise CommandError(
                 f"{len(report.bad)} bad lines were not imported (first: {report.bad[0]})"
             )
+
+    def summarize(self, report: ImportReport) -> None:
+        for line in report.summary():
+            self.stdout.write(line)
+
+    def follow(self, path: Path, *, poll: float) -> None:
+        stop = threading.Event()
+        previous = {
+            signum: signal.signal(signum, lambda *_: stop.set())
+            for signum in (signal.SIGTERM, signal.SIGINT)
+        }
+        # One follower per file, across machines: a second would only race the first.
+        name = "follow:" + hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:40]
+        ttl = timedelta(minutes=5)
+        holder = locks.acquire(name, ttl=ttl)
+        if holder is None:
+            raise CommandError(f"{path}: another import_audit_log --follow holds it")
+        follower = Follower(path)
+        self.stdout.write(f"Following {path} from byte {follower.position.offset}.")
+        try:
+            while not stop.is_set():
+                imported = follower.poll()
+                locks.renew(name, holder, ttl=ttl)
+                if not imported:
+                    close_old_connections()
+                    stop.wait(poll)
+        finally:
+            follower.close()
+            locks.release(name, holder)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+        report = follower.report
+        if report.imported:
+            record_event(
+                event_type="audit_imported",
+                correlation_id=follower.correlation_id,
+                details={
+                    "files": [str(path)],
+                    "follow": True,
+                    "imported": report.imported,
+                    "already_present": report.already_present,
+                    "bad_lines": len(report.bad),
+                },
+            )
+        self.summarize(report)
