@@ -46,8 +46,10 @@ from audit.mirror import mirror
 from audit.models import AuditEvent, AuditSeal
 from audit.services import build_event, insert_events, record_event
 from audit.signing import format_timestamp
+from audit.transfer import import_files
 from orchestrator.devtools import bench_views
 from orchestrator.devtools.bench_writer import BARRIER_TIMEOUT, WriterSpec, writer_process
+from orchestrator.devtools.legacy_corpus import legacy_lines
 from orchestrator.devtools.sampling import Timing, sample_lead_ids
 from orchestrator.devtools.synthetic import random_write, synthetic_events
 
@@ -91,6 +93,8 @@ class BenchConfig:
     leads: int = 100_000
     view_reps: int = 30
     view_profile: bool = False
+    # Synthetic legacy log lines to import (import_audit_log's path); 0 skips.
+    import_lines: int = 0
 
 
 @dataclass
@@ -108,6 +112,7 @@ class BenchResult:
     checks: dict[str, bool] = field(default_factory=dict)
     lead_fill: dict[str, Any] = field(default_factory=dict)
     views: list[dict[str, Any]] = field(default_factory=list)
+    legacy_import: dict[str, Any] = field(default_factory=dict)
 
     def target_status(self) -> dict[str, bool]:
         """PASS (True) or FAIL per target that was measured."""
@@ -176,6 +181,9 @@ def run(config: BenchConfig, *, stream: TextIO) -> BenchResult:
             seed=config.seed,
             run_id=run_id,
         )
+    if config.import_lines:
+        log(f"legacy import: {config.import_lines} synthetic legacy lines")
+        result.legacy_import = measure_legacy_import(config.import_lines, seed=config.seed)
     # The sealer runs every minute in production, so by the time anyone reads,
     # the events just written are in the rollups; reading now without sealing
     # would time the unsealed-tail path instead of the normal one.
@@ -586,6 +594,37 @@ def _target(name: str) -> str:
     return f"{pct} <= {limit * 1000:g} ms"
 
 
+IMPORT_TARGET_LINES_PER_S = 20_000
+
+
+def measure_legacy_import(lines: int, *, seed: int) -> dict[str, Any]:
+    """import_audit_log's import of a legacy log as the legacy logger wrote it
+    (no event ids, one line in ten an error with its fields in details), then
+    the same file again (what a resumed import reads past)."""
+    with tempfile.TemporaryDirectory(prefix="audit-bench-import-") as tmp:
+        path = Path(tmp) / "audit.log"
+        with open(path, "w", encoding="utf-8") as out:
+            out.writelines(
+                legacy_lines(lines, seed=seed, workflows=[f"{BENCH_PREFIX}legacy-{seed}"])
+            )
+        started = perf_counter()
+        first = import_files([path])
+        first_s = perf_counter() - started
+        started = perf_counter()
+        again = import_files([path])
+        again_s = perf_counter() - started
+    return {
+        "lines": lines,
+        "imported": first.imported,
+        "already_present": first.already_present,
+        "bad": len(first.bad),
+        "seconds": round(first_s, 2),
+        "lines_per_s": round(lines / first_s),
+        "reimport_lines_per_s": round(lines / again_s),
+        "reimport_imported": again.imported,
+    }
+
+
 def format_table(result: BenchResult) -> str:
     status = result.target_status()
     fill, conc, reads, legacy = result.fill, result.concurrent, result.reads, result.legacy
@@ -647,6 +686,16 @@ def format_table(result: BenchResult) -> str:
             mark("statistics"),
         ),
     ]
+    if result.legacy_import:
+        imp = result.legacy_import
+        rows += [
+            (
+                f"legacy import, {imp['lines']} lines (lines/s)",
+                f"{imp['lines_per_s']} (again: {imp['reimport_lines_per_s']})",
+                f">= {IMPORT_TARGET_LINES_PER_S}",
+                "PASS" if imp["lines_per_s"] >= IMPORT_TARGET_LINES_PER_S else "FAIL",
+            )
+        ]
     if legacy:
         rows += [
             (

@@ -15,11 +15,17 @@ TRACEBACK = (
 )
 
 
-def legacy_lines(count: int, *, seed: int = 1, start: datetime | None = None) -> Iterator[str]:
+def legacy_lines(
+    count: int,
+    *,
+    seed: int = 1,
+    start: datetime | None = None,
+    workflows: list[str] | None = None,
+) -> Iterator[str]:
     """`count` JSON Lines, about one in ten an error, in time order."""
     rng = random.Random(seed)
     moment = start or datetime(2025, 1, 1, tzinfo=UTC)
-    workflows = ["sales_lead_management", "partner_leads", "webinar"]
+    workflows = workflows or ["sales_lead_management", "partner_leads", "webinar"]
     for n in range(count):
         moment += timedelta(microseconds=rng.randrange(1, 20_000_000))
         lead = f"LEAD-{rng.randrange(1, max(count // 8, 2)):06d}"

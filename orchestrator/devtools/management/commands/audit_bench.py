@@ -95,6 +95,13 @@ class Command(BaseCommand):
             help="Print a cProfile of each view that misses its target.",
         )
         parser.add_argument(
+            "--import-lines",
+            type=_count(0),
+            default=0,
+            help="Synthetic legacy log lines to import through import_audit_log's path "
+            "(default 0: skipped); the rate is judged against 20000 lines/s.",
+        )
+        parser.add_argument(
             "--json", action="store_true", help="Print the results as JSON instead of a table."
         )
 
@@ -113,6 +120,7 @@ class Command(BaseCommand):
             leads=options["leads"],
             view_reps=options["view_reps"],
             view_profile=options["view_profile"],
+            import_lines=options["import_lines"],
         )
         try:
             # The raw stream: tqdm redraws its bar with "\r", which the wrapper
