@@ -124,11 +124,14 @@ def read_config(path: Path) -> Any:
 
 
 @transaction.atomic
-def apply_config(data: Mapping[str, Any]) -> dict[str, int]:
-    """Upsert teams, workflows and their sources; returns counts of what changed."""
+def apply_config(data: Mapping[str, Any], *, create_users: bool = False) -> dict[str, Any]:
+    """Upsert teams, workflows and their sources; returns counts of what changed.
+
+    Team members must exist as users; create_users makes the missing ones,
+    with no usable password (an admin sets one, or they use password reset)."""
     validate_config(data)
     User = get_user_model()
-    counts = {"teams": 0, "members": 0, "workflows": 0, "sources": 0}
+    counts: dict[str, Any] = {"teams": 0, "members": 0, "workflows": 0, "sources": 0}
     missing = sorted(
         {
             m["username"]
@@ -137,8 +140,16 @@ def apply_config(data: Mapping[str, Any]) -> dict[str, int]:
             if not User.objects.filter(**{User.USERNAME_FIELD: m["username"]}).exists()
         }
     )
-    if missing:
-        raise ConfigError([f"/teams: no such user(s): {', '.join(missing)}"])
+    if missing and not create_users:
+        raise ConfigError(
+            [
+                f"/teams: no such user(s): {', '.join(missing)} (create them first, or "
+                "pass --create-users to create them without a password)"
+            ]
+        )
+    for username in missing:
+        User.objects.create_user(**{User.USERNAME_FIELD: username}, password=None)
+    counts["users_created"] = missing
     for team_data in data.get("teams", []):
         team, _ = Team.objects.update_or_create(
             slug=team_data["slug"],

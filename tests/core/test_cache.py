@@ -302,3 +302,27 @@ def test_safe_html_comes_back_only_with_its_signature(db, caplog):
     # And a plain string planted where a chart is cached is shown escaped, not as HTML.
     cache.set("chart", "<form action=//evil.example>")
     assert _cached_svg(cache.get("chart")) == "&lt;form action=//evil.example&gt;"
+
+
+def test_migrate_alone_creates_the_cache_table(tmp_path):
+    """A fresh install runs `migrate` and nothing else; the API's rate limiter
+    then needs the cache table."""
+    import os
+    import sqlite3
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from django.conf import settings
+
+    database = tmp_path / "fresh.sqlite3"
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "-v0"],
+        cwd=Path(__file__).resolve().parents[2],
+        env={**os.environ, "DATABASE_URL": f"sqlite:///{database}"},
+        check=True,
+    )
+    table = settings.CACHES["default"]["LOCATION"]
+    with sqlite3.connect(database) as db:
+        found = db.execute("SELECT name FROM sqlite_master WHERE name = ?", [table]).fetchall()
+    assert found == [(table,)]

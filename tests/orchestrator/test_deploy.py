@@ -423,3 +423,20 @@ def test_the_proxy_sets_the_client_ip_header_the_application_reads():
         if line and not line.startswith("#")
     )
     assert values["RATELIMIT_IP_META_KEY"] == "HTTP_X_REAL_IP"
+
+
+def test_the_workflows_the_deploy_examples_name_are_in_the_example_config():
+    import json
+    import re
+
+    example = json.loads((ROOT / "config" / "workflows.example.json").read_text())
+    defined = {w["name"] for w in example["workflows"]}
+    crontab = (ROOT / "deploy" / "crontab").read_text().splitlines()
+    entries = "\n".join(line for line in crontab if not line.startswith("#"))
+    named = set(re.findall(r"run_workflow (\S+)", entries))
+    named |= set(
+        re.findall(r"orchestrator-run-workflow@([^.\s`]+)\.timer", (ROOT / "README.md").read_text())
+    )
+    named.discard("NAME")
+    assert named, "the examples name no workflow"
+    assert named <= defined, named - defined

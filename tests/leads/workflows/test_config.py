@@ -146,3 +146,37 @@ def test_admin_validates_the_config_on_save(admin_client):
     response = admin_client.post(url, good)
     assert response.status_code == 302
     assert Workflow.objects.get(name="w").config["qualification"]["thresholds"]["qualified"] == 5
+
+
+@pytest.mark.django_db
+def test_the_readme_command_works_on_a_fresh_install_and_creates_the_members(
+    django_user_model,
+):
+    """No user exists yet: the README's command, as written, loads the example."""
+    readme = (EXAMPLE.parents[1] / "README.md").read_text()
+    command = next(
+        line.split("manage.py ", 1)[1].split()
+        for line in readme.splitlines()
+        if line.startswith("manage.py load_workflows")
+    )
+    assert command[0] == "load_workflows"
+    error, out, _ = load(EXAMPLE.parents[1] / command[1], *command[2:])
+    assert error is None, out
+    created = "alice, bruno, carla, dmitri, erin"
+    assert f"Created users without a password: {created}." in out
+    alice = django_user_model.objects.get(username="alice")
+    assert not alice.has_usable_password()
+    assert TeamMember.objects.filter(user=alice).exists()
+    # Again: nobody new to create, nothing doubled.
+    error, out, _ = load(EXAMPLE, "--create-users")
+    assert error is None and "Created users" not in out
+    assert django_user_model.objects.count() == 5
+
+
+@pytest.mark.django_db
+def test_without_create_users_the_missing_members_are_named_with_the_way_out(tmp_path):
+    error, _, err = load(EXAMPLE)
+    assert error is not None
+    assert "no such user(s): alice, bruno, carla, dmitri, erin" in err
+    assert "--create-users" in err
+    assert not Team.objects.exists()

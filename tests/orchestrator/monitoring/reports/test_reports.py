@@ -286,6 +286,8 @@ def test_a_failed_send_is_recorded_and_retried(seeded_day, settings):
         (["daily", "--date", "2026-02-30"], "--date must be YYYY-MM-DD"),
         (["daily", "--date", "2099-01-01"], "lies in the future"),
         (["weekly", "--date", "2026-11-27"], "has not ended yet; use --force"),
+        (["daily", "--date", "today"], "has not ended yet; use --force"),
+        (["daily", "--date", "tomorrow"], "--date must be YYYY-MM-DD, today or yesterday"),
         (["daily"], "no recipients: set REPORTS_RECIPIENTS or pass --to"),
     ],
 )
@@ -501,3 +503,12 @@ def test_integrity_checks_and_sends_are_read_only_in_the_admin(admin_client):
     assert admin_client.post(delete, {"post": "yes"}).status_code == 403
     assert IntegrityCheck.objects.filter(pk=check.pk).exists()
     assert admin_client.get(reverse("admin:reports_reportsend_add")).status_code == 403
+
+
+def test_send_report_date_yesterday_and_today_are_days_in_the_local_zone(settings):
+    from orchestrator.monitoring.reports.management.commands.send_report import _date
+
+    with time_machine.travel(datetime(2026, 11, 27, 8, tzinfo=UTC), tick=False):
+        assert _date("yesterday") == date(2026, 11, 26)
+        assert _date(" Today ") == date(2026, 11, 27)
+        assert _date("2026-11-01") == date(2026, 11, 1)

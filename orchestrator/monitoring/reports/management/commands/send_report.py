@@ -1,7 +1,9 @@
-from datetime import date
+from argparse import ArgumentTypeError
+from datetime import date, timedelta
 from typing import Any
 
 from django.core.management.base import CommandError, CommandParser
+from django.utils import timezone
 
 from core.scheduled import ScheduledCommand
 from orchestrator.monitoring.reports.services import ReportAlreadySent, ReportError, report_send
@@ -17,7 +19,9 @@ class Command(ScheduledCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         super().add_arguments(parser)
         parser.add_argument("kind", choices=["daily", "weekly", "monthly"])
-        parser.add_argument("--date", type=_date, help="A day in the period (YYYY-MM-DD).")
+        parser.add_argument(
+            "--date", type=_date, help="A day in the period: YYYY-MM-DD, today or yesterday."
+        )
         parser.add_argument(
             "--to",
             action="append",
@@ -45,10 +49,16 @@ class Command(ScheduledCommand):
         )
 
 
+RELATIVE_DAYS = {"today": 0, "yesterday": 1}
+
+
 def _date(value: str) -> date:
+    # Cron lines say "--date yesterday" for a report re-sent the morning after.
+    if value.strip().lower() in RELATIVE_DAYS:
+        return timezone.localdate() - timedelta(days=RELATIVE_DAYS[value.strip().lower()])
     try:
         return date.fromisoformat(value)
     except ValueError:
-        from argparse import ArgumentTypeError
-
-        raise ArgumentTypeError(f"--date must be YYYY-MM-DD, not {value!r}") from None
+        raise ArgumentTypeError(
+            f"--date must be YYYY-MM-DD, today or yesterday, not {value!r}"
+        ) from None
