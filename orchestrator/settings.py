@@ -119,8 +119,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "NAME": str(BASE_DIR / "var" / f"test-{os.getpid()}.sqlite3"),
     }
     # SQLite creates the file but not its folder: on a fresh clone every
-    # command (check, migrate, ...) would die with "unable to open database file".
-    Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
+    # command (check, migrate, ...) would die with "unable to open database
+    # file". Only the default folder: a DATABASE_URL naming a folder that does
+    # not exist is a mistake (or an outage) to report, not to paper over.
     (BASE_DIR / "var").mkdir(exist_ok=True)
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -165,6 +166,11 @@ EVENTS_API_RATE = envstr("EVENTS_API_RATE", "60/m")  # per API key, reads and wr
 EVENTS_API_PAGE_SIZE = envint("EVENTS_API_PAGE_SIZE", 100)
 
 # --- Follow-up emails ---------------------------------------------------------------
+# Each run_workflow pass enqueues again the email step of routed leads processed
+# within this many days that have no enrollment and no queued run (a run that
+# failed is retried at most every RETRY_MINUTES, and only once its sequence exists).
+FOLLOWUPS_RECONCILE_DAYS = envint("FOLLOWUPS_RECONCILE_DAYS", 7)
+FOLLOWUPS_RECONCILE_RETRY_MINUTES = envint("FOLLOWUPS_RECONCILE_RETRY_MINUTES", 15)
 # Where the unsubscribe, open and click links point (this site's public URL).
 FOLLOWUPS_BASE_URL = envstr("FOLLOWUPS_BASE_URL", "http://localhost:8000")
 # Domain for Message-IDs (default: the sender's domain).
@@ -178,6 +184,10 @@ FOLLOWUPS_TRACKING_MAX_AGE_DAYS = envint("FOLLOWUPS_TRACKING_MAX_AGE_DAYS", 180)
 # in this window, and at most this many recorded hits per client IP.
 FOLLOWUPS_CLICK_DEDUPE_SECONDS = envint("FOLLOWUPS_CLICK_DEDUPE_SECONDS", 3600)
 FOLLOWUPS_TRACKING_RATE = envstr("FOLLOWUPS_TRACKING_RATE", "60/m")
+# Every send pass requeues emails claimed longer ago than this whose sender
+# died mid-send (0: never). It must exceed the longest a live sender holds one
+# email (a few EMAIL_TIMEOUTs), or a slow send could go out twice.
+FOLLOWUPS_STUCK_SENDING_SECONDS = envint("FOLLOWUPS_STUCK_SENDING_SECONDS", 600)
 
 # --- Background tasks ------------------------------------------------------------
 TASKS = {
@@ -346,6 +356,10 @@ HEALTHZ_WRITE_REFUSAL_SECONDS = envint("HEALTHZ_WRITE_REFUSAL_SECONDS", 120)
 # A monitor sending "Authorization: Bearer <token>" gets every check's details;
 # anonymous callers get ok/fail only. Empty: details for dashboard users only.
 HEALTHZ_TOKEN = envstr("HEALTHZ_TOKEN", "")
+# A task whose worker stopped mid-run (no heartbeat for HEALTHZ_WORKER_MAX_AGE_SECONDS)
+# is handed back to the queue by the live workers; after this many workers died
+# on it, it fails with that reason instead.
+TASK_MAX_ATTEMPTS = envint("TASK_MAX_ATTEMPTS", 3)
 
 # --- Alerts (manage.py check_alerts) ------------------------------------------------
 # Where alert links point (the dashboard's public URL); defaults to FOLLOWUPS_BASE_URL.

@@ -23,7 +23,7 @@ from leads.intake.inbox import InboxError, poll_source
 from leads.models import Lead, LeadSource
 from leads.services import lead_qualify, lead_route
 from leads.workflows.models import Workflow, WorkflowRun
-from leads.workflows.steps import enqueue_steps
+from leads.workflows.steps import enqueue_steps, step_class
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,27 @@ def _process_lead(pk: int, workflow: Workflow, *, dry_run: bool, correlation_id:
     except _DryRun:
         return outcome
     return outcome
+
+
+def _reconcile_steps(workflow: Workflow, correlation_id: str) -> int:
+    """Enqueue again the steps routed leads should have had and have not (a
+    step kind with a `missing` method says which); like sync_crm for the CRM."""
+    requeued = 0
+    for config in workflow.config.get("steps", []):
+        step = step_class(config["kind"])()
+        missing = getattr(step, "missing", None)
+        if missing is None:
+            continue
+        for lead_id in missing(workflow=workflow, config=config):
+            enqueue_steps(lead_id=lead_id, steps=[config], correlation_id=correlation_id)
+            log.warning(
+                "workflow %s: step %s enqueued again for lead %s",
+                workflow.name,
+                config["kind"],
+                lead_id,
+            )
+            requeued += 1
+    return requeued
 
 
 def _record_failure(pk: int, workflow: Workflow, exc: Exception) -> None:
@@ -185,6 +206,10 @@ def run_pass(
             WorkflowRun.objects.filter(pk=run.pk).update(
                 heartbeat_at=timezone.now(), counts=dict(counts)
             )
+        if not dry_run and not stop.is_set():
+            counts["steps_requeued"] += _reconcile_steps(workflow, correlation_id)
+            if not counts["steps_requeued"]:
+                del counts["steps_requeued"]
         finished = timezone.now()
         interrupted = stop.is_set()
         run.finished_at = finished

@@ -4,6 +4,7 @@ import sys
 import time
 from io import StringIO
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -231,3 +232,60 @@ def test_sigterm_finishes_the_current_lead_and_exits_cleanly(pipeline):
     assert done == run.counts["processed"] < 400
     for lead in Lead.objects.exclude(status="new"):
         assert lead.owner_id and lead.processed_at
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failed_enqueue_rolls_the_lead_back_and_the_next_pass_enrolls_it(pipeline, monkeypatch):
+    """The steps' task rows are written in the lead's transaction: a lead is
+    never routed with its steps missing."""
+    from django.db import DatabaseError
+    from django_tasks_db.models import DBTaskResult
+
+    from leads.workflows import steps
+
+    register_step("mark", "tests.leads.workflows.steps.MarkStep")
+    workflow = pipeline["workflow"]
+    workflow.config = {**workflow.config, "steps": [{"kind": "mark", "note": "hi"}]}
+    workflow.save()
+    add_leads(pipeline, 1)
+    lead = Lead.objects.get()
+    real = steps.run_step
+
+    def broken(*args, **kwargs):
+        raise DatabaseError("the queue's table is locked")
+
+    monkeypatch.setattr(steps, "run_step", SimpleNamespace(enqueue=broken, backend=real.backend))
+    run = run_pass(workflow=workflow)
+    assert run.counts["errors"] == 1
+    lead.refresh_from_db()
+    assert (lead.status, lead.owner_id, lead.attempts) == ("new", None, 1)
+    assert not DBTaskResult.objects.exists()
+    assert AuditEvent.objects.get(event_type="error").details["stage"] == "qualify_route"
+
+    monkeypatch.setattr(steps, "run_step", real)
+    run_pass(workflow=workflow)
+    lead.refresh_from_db()
+    assert lead.owner_id is not None
+    (task,) = DBTaskResult.objects.all()
+    assert task.args_kwargs["args"][:2] == ["mark", lead.pk]
+
+
+@pytest.mark.django_db
+def test_a_lead_rolled_back_after_routing_leaves_no_step_behind(pipeline):
+    from django.db import transaction
+    from django_tasks_db.models import DBTaskResult
+
+    from leads.workflows.steps import enqueue_steps
+
+    register_step("mark", "tests.leads.workflows.steps.MarkStep")
+    add_leads(pipeline, 1)
+    lead = Lead.objects.get()
+
+    class Abort(Exception):
+        pass
+
+    with pytest.raises(Abort), transaction.atomic():
+        enqueue_steps(lead_id=lead.pk, steps=[{"kind": "mark"}], correlation_id="c")
+        assert DBTaskResult.objects.count() == 1  # written inside the transaction
+        raise Abort
+    assert not DBTaskResult.objects.exists()
