@@ -40,15 +40,17 @@ migrate: $(STAMP)
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py createcachetable
 
+# `make demo PORT=8001` when 8000 is taken.
+PORT ?= 8000
 demo: migrate
 	DEBUG=true $(BIN)/python manage.py load_demo
 	@echo
-	@echo "Dashboard: http://127.0.0.1:8000/  Logins:"
+	@echo "Dashboard: http://127.0.0.1:$(PORT)/  Logins:"
 	@echo "  demo     / demo-password      superuser"
 	@echo "  auditor  / auditor-password   Auditor: reads everything"
 	@echo "  operator / operator-password  Operator: reads, and acts on leads"
 	@echo
-	DEBUG=true $(BIN)/python manage.py runserver 127.0.0.1:8000
+	DEBUG=true $(BIN)/python manage.py runserver 127.0.0.1:$(PORT)
 
 # Into a scratch database of its own, never the demo's; --reuse keeps the fill.
 BENCH_DB ?= sqlite:///$(CURDIR)/var/bench.sqlite3
