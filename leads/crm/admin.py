@@ -31,6 +31,8 @@ class CrmRecordAdmin(admin.ModelAdmin):
     readonly_fields = [
         "external_id",
         "attempts",
+        "deferrals",
+        "create_attempted_at",
         "last_error",
         "last_synced_at",
         "next_attempt_at",

@@ -19,7 +19,16 @@ Options common to all connectors (CrmConnection.options):
      "max_attempts": 4,         # per upsert/update, first try included
      "backoff": 0.5,            # first wait in seconds; doubles, with jitter
      "max_backoff": 30,
-     "max_retry_after": 60}     # a longer Retry-After ends the attempts at once
+     "max_retry_after": 60,     # a longer Retry-After ends the attempts at once
+     "max_deferrals": 10,       # rate-limit postponements in a row before a failure
+     "rate_limit": 10,          # requests per second in a sync_crm pass
+     "concurrency": 4}          # records a sync_crm pass syncs at once
+
+A sync that still meets 429 (or a Retry-After) when its tries run out is
+postponed, not failed: the service reschedules the record for after the wait
+(see services._record_deferral). `rate_limit` defaults to HubSpot's smallest
+private-app allowance, 100 requests per 10 seconds; a pass never goes
+faster than it, whatever `concurrency` says.
 """
 
 from __future__ import annotations
@@ -39,6 +48,7 @@ from leads.crm.models import CrmCall
 
 if TYPE_CHECKING:
     from leads.crm.models import CrmConnection
+    from leads.crm.throttle import RateLimiter
     from leads.models import Lead
 
 DEFAULT_TIMEOUT = (5.0, 30.0)
@@ -46,6 +56,9 @@ DEFAULT_MAX_ATTEMPTS = 4
 DEFAULT_BACKOFF = 0.5
 DEFAULT_MAX_BACKOFF = 30.0
 DEFAULT_MAX_RETRY_AFTER = 60.0
+DEFAULT_MAX_DEFERRALS = 10
+DEFAULT_RATE_LIMIT = 10.0
+DEFAULT_CONCURRENCY = 4
 ERROR_BODY_CHARS = 500
 USER_AGENT = "automation-orchestrator-crm/1"
 
@@ -74,6 +87,11 @@ class CrmError(Exception):
         self.status = status
         self.retry_after = retry_after
         self.body = body
+
+    @property
+    def rate_limited(self) -> bool:
+        """The CRM asked us to come back later: a reason to wait, not a failure."""
+        return not self.permanent and (self.status == 429 or self.retry_after is not None)
 
 
 class CrmConfigError(CrmError):
@@ -120,6 +138,18 @@ class BaseConnector:
         self.backoff = float(options.get("backoff", DEFAULT_BACKOFF))
         self.max_backoff = float(options.get("max_backoff", DEFAULT_MAX_BACKOFF))
         self.max_retry_after = float(options.get("max_retry_after", DEFAULT_MAX_RETRY_AFTER))
+        self.max_deferrals = int(options.get("max_deferrals", DEFAULT_MAX_DEFERRALS))
+        self.rate_limit = float(options.get("rate_limit", DEFAULT_RATE_LIMIT))
+        self.concurrency = max(1, int(options.get("concurrency", DEFAULT_CONCURRENCY)))
+        if self.rate_limit <= 0:
+            raise CrmConfigError(f"options.rate_limit must be positive, not {self.rate_limit!r}")
+        # Shared by the threads of a sync_crm pass; None for a lone task.
+        self.limiter: RateLimiter | None = None
+        # Called just before a create is sent, so the record remembers it even
+        # if the process dies waiting for the answer.
+        self.before_create: Callable[[], None] | None = None
+        # A create was sent by an earlier sync and its answer never came.
+        self.create_attempted = False
         # One session per connection: keep-alive across the calls of a sync
         # and across the leads of a sync_crm pass.
         self.session = requests.Session()
@@ -198,7 +228,9 @@ class BaseConnector:
     def _retried(self, lead: Lead, fn: Callable[..., T], *args: Any) -> T:
         self.attempt = 0
         self.calls = 0
-        self.create_maybe_sent = False
+        # A contact an earlier sync may have created and that is found now
+        # still counts as created by this system.
+        self.create_maybe_sent = self.create_attempted
         self.lead = lead
 
         def before(state: RetryCallState) -> None:
@@ -220,6 +252,10 @@ class BaseConnector:
         return policy(fn, *args)
 
     def _mark_retried(self, state: RetryCallState) -> None:
+        self.mark_last_call_retried()
+
+    def mark_last_call_retried(self) -> None:
+        """The last call failed but will be tried again (now, or by a postponed sync)."""
         if self._last_call is not None and self._last_call.outcome == CrmCall.Outcome.TRANSIENT:
             self._last_call.outcome = CrmCall.Outcome.RETRY
             CrmCall.objects.filter(pk=self._last_call.pk).update(outcome=CrmCall.Outcome.RETRY)
@@ -244,6 +280,10 @@ class BaseConnector:
         back is remembered (see create_maybe_sent).
         """
         url = path if path.startswith(("http://", "https://")) else self.base_url + path
+        if creates and self.before_create is not None:
+            self.before_create()
+        if self.limiter is not None:
+            self.limiter.acquire()
         started = time.perf_counter()
         try:
             response = self.session.request(method, url, timeout=self.timeout, **kwargs)
@@ -267,6 +307,12 @@ class BaseConnector:
             self._record(operation, method, url, response.status_code, started, None, outcome)
             return response
         error = self.classify(response)
+        if error is not None and error.rate_limited and self.limiter is not None:
+            # Every thread of the pass waits, not only the one that was told.
+            self.limiter.hold(
+                error.retry_after if error.retry_after is not None else self.backoff,
+                at_most=self.max_retry_after,
+            )
         if error is not None and not error.permanent and response.status_code >= 500:
             self.create_maybe_sent |= creates
         self._record(operation, method, url, response.status_code, started, error)

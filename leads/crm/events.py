@@ -16,9 +16,20 @@ def _requested(d: Mapping[str, Any], event: Any) -> str:
     return "to " + ", ".join(d.get("connections") or [])
 
 
+def _deferred(d: Mapping[str, Any], event: Any) -> str:
+    status = f"{d['status_code']}, " if d.get("status_code") else ""
+    return f"{text(d.get('connection'))}: {status}retry in {d.get('wait_seconds')} s"
+
+
 def register() -> None:
     register_event_type("crm_create", "CRM record created", category="crm", summary=_synced)
     register_event_type("crm_update", "CRM record updated", category="crm", summary=_synced)
+    register_event_type(
+        "crm_deferred",
+        "A CRM sync was postponed: the CRM asked to wait (429 / Retry-After)",
+        category="crm",
+        summary=_deferred,
+    )
     register_event_type(
         "crm_sync_requested",
         "A CRM sync was requested by hand (dashboard)",

@@ -83,6 +83,15 @@ class CrmRecord(models.Model):
         default=0, help_text="Failed syncs since the last success."
     )
     last_error = models.TextField(blank=True)
+    # Rate-limit answers (429 / Retry-After) in a row since the last success or
+    # failure: they postpone the record without counting as failed attempts.
+    deferrals = models.PositiveSmallIntegerField(
+        default=0, help_text="Syncs postponed in a row because the CRM asked to wait."
+    )
+    # Set before a create is sent, cleared on success: a create whose answer
+    # was lost may have made the contact, so finding it on a later try still
+    # means this system created it (crm_create, not crm_update).
+    create_attempted_at = models.DateTimeField(null=True, blank=True)
     last_synced_at = models.DateTimeField(null=True, blank=True)
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     # A lease: the worker syncing the record holds it, so a task and a cron

@@ -20,6 +20,11 @@ def _cancelled(d: Mapping[str, Any], event: Any) -> str:
     return f"sequence {text(d.get('sequence'))}: {text(d.get('reason'))}"
 
 
+def _requeued(d: Mapping[str, Any], event: Any) -> str:
+    step = f"step {d['sequence_step']}: " if d.get("sequence_step") else ""
+    return f"{step}sent again after {text(d.get('stuck_seconds'))} s in sending"
+
+
 def register() -> None:
     for name, label in (
         ("email_sent", "Follow-up email sent"),
@@ -34,4 +39,10 @@ def register() -> None:
     )
     register_event_type(
         "email_cancelled", "Email sequence cancelled", category="email", summary=_cancelled
+    )
+    register_event_type(
+        "email_requeued",
+        "A follow-up email left in sending was queued again",
+        category="email",
+        summary=_requeued,
     )

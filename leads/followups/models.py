@@ -81,8 +81,9 @@ class OutboundEmail(models.Model):
 
     pending -> sending (claimed, committed before the SMTP call) -> sent; an
     SMTP refusal puts it back to pending with a later due_at. A row left in
-    `sending` is a send that crashed or ended ambiguously: it may or may not
-    have gone out, and is requeued only by hand (at most once).
+    `sending` by a sender that died is requeued by the next send pass after
+    FOLLOWUPS_STUCK_SENDING_SECONDS; one whose connection broke mid-conversation
+    (outcome_unknown) may have gone out and is requeued only by hand.
     """
 
     class Status(models.TextChoices):
@@ -104,6 +105,9 @@ class OutboundEmail(models.Model):
     claimed_at = models.DateTimeField(null=True, blank=True)
     claimed_by = models.CharField(max_length=100, blank=True)
     last_error = models.TextField(blank=True)
+    # The connection broke mid-conversation, so the server may have accepted it:
+    # the row stays in `sending` for a person (alert emails_stuck_sending).
+    outcome_unknown = models.BooleanField(default=False)
     sent_at = models.DateTimeField(null=True, blank=True)
     opened_at = models.DateTimeField(null=True, blank=True)
     clicked_at = models.DateTimeField(null=True, blank=True)

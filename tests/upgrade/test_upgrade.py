@@ -71,7 +71,14 @@ IMPORT_FAILURES = ("ImportError", "ModuleNotFoundError", "does not point to a Ta
 
 # The migrations this upgrade applies; rolling back to the snapshot's state
 # unapplies them (newest first), with the new code, as an operator would.
-ROLLBACK = [("alerts", "0001_initial"), ("workflows", "zero"), ("core", "zero"), ("audit", "0005")]
+ROLLBACK = [
+    ("alerts", "0001_initial"),
+    ("workflows", "zero"),
+    ("core", "zero"),
+    ("audit", "0005"),
+    ("followups", "0002_outbound_sent_index"),
+    ("crm", "0001_initial"),
+]
 
 ON_POSTGRESQL = connection.vendor == "postgresql"
 

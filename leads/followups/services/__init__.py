@@ -10,11 +10,15 @@ senders never both get it. What happens next:
   pending with a later due_at (until FOLLOWUPS_MAX_ATTEMPTS);
 - the server refused the recipient for good (5xx on RCPT): failed, and the
   enrollment is cancelled ("rejected");
-- the connection broke or timed out mid-conversation, or the sender crashed:
-  the row stays in `sending`, because the message may have been delivered.
-  Such rows are visible (admin, `send_followups --requeue-stale`) and are put
-  back only by hand, accepting a possible duplicate; a follow-up sent twice
-  is worse than one an operator has to look at.
+- the sender died (killed, crashed) holding the row: it stays in `sending`
+  until FOLLOWUPS_STUCK_SENDING_SECONDS have passed, then the next send pass
+  puts it back (same Message-ID, an `email_requeued` event): a dead sender
+  almost never got as far as the server's final reply;
+- the connection broke or timed out mid-conversation: the message may have
+  been delivered, so the row is flagged `outcome_unknown` and waits for a
+  person (admin action, `send_followups --requeue-stale`), and the
+  `emails_stuck_sending` alert says so; a follow-up sent twice is worse than
+  one an operator has to look at.
 
 The code lives in one module of this package per part (conf, enrollment, stopping,
 rendering, sending, tracking); this module is their public surface.

@@ -59,6 +59,29 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         # null: AUDIT_SEAL_MAX_AGE_SECONDS, read when the rule is evaluated.
         "properties": {"max_age_seconds": {"type": ["integer", "null"], "minimum": 1}},
     },
+    "smtp_unreachable": {
+        "properties": {
+            "window_minutes": MINUTES,
+            "min_failures": {"type": "integer", "minimum": 1},
+        },
+    },
+    "emails_stuck_sending": {
+        "properties": {"max_age_minutes": MINUTES},
+    },
+    "step_failures": {
+        "properties": {
+            "window_minutes": MINUTES,
+            "threshold": {"type": "integer", "minimum": 1},
+            # An error event's details.stage, matched exactly or as "<stage>:<detail>".
+            "stages": {
+                "type": "array",
+                "items": {**NAME, "pattern": "^[a-z0-9_.-]+$"},
+                "minItems": 1,
+                "maxItems": 20,
+                "uniqueItems": True,
+            },
+        },
+    },
 }
 
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -69,6 +92,17 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "queue_stalled": {"max_age_minutes": 15},
     "workflow_missed": {"max_age_minutes": 60},
     "unsealed_events": {"max_age_seconds": None},
+    "smtp_unreachable": {"window_minutes": 15, "min_failures": 1},
+    # Above FOLLOWUPS_STUCK_SENDING_SECONDS (10 min) plus a pass, so an email a
+    # dead sender left behind, which the next pass requeues, does not alarm.
+    "emails_stuck_sending": {"max_age_minutes": 30},
+    # send_followup: a follow-up given up on, or sent with an unknown outcome
+    # (leads.followups.services.sending); enroll: enrolling a lead failed (leads.followups.steps).
+    "step_failures": {
+        "window_minutes": 60,
+        "threshold": 1,
+        "stages": ["send_followup", "enroll"],
+    },
 }
 
 RULES = "orchestrator.monitoring.alerts.rules"
@@ -83,6 +117,12 @@ RULE_KINDS: Registry[Evaluator] = Registry(
         "queue_stalled": ("Task queue not draining", f"{RULES}.queue_stalled"),
         "workflow_missed": ("Workflow missed its schedule", f"{RULES}.workflow_missed"),
         "unsealed_events": ("Audit events left unsealed", f"{RULES}.unsealed_events"),
+        "smtp_unreachable": ("SMTP server unreachable", f"{RULES}.smtp_unreachable"),
+        "emails_stuck_sending": (
+            "Follow-up emails stuck in sending",
+            f"{RULES}.emails_stuck_sending",
+        ),
+        "step_failures": ("Pipeline step failing (errors by stage)", f"{RULES}.step_failures"),
     },
 )
 

@@ -7,11 +7,14 @@ syncs are the dashboard's figures (orchestrator.dashboard.figures: the rollups
 and the (event_type, timestamp) index), error groups through the partial
 indexes on AuditEvent.fingerprint, tasks through django_tasks_db's partial
 index on READY tasks, runs through (workflow, -started_at), the unsealed tail
-of the audit trail through the primary key (audit.selectors.unsealed_events).
+of the audit trail through the primary key (audit.selectors.unsealed_events),
+SMTP outages and failing steps through (event_type, timestamp) then their
+details' stage, emails stuck in sending through (status, due_at).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -25,6 +28,8 @@ from django_tasks_db.models import DBTaskResult, get_date_max
 from audit import selectors as audit_selectors
 from audit.models import AuditEvent
 from leads.crm.models import CrmConnection
+from leads.followups.models import OutboundEmail
+from leads.followups.services.sending import SMTP_CONNECT
 from leads.models import LeadSource
 from leads.workflows.models import Workflow, WorkflowRun
 from orchestrator.dashboard import figures
@@ -32,6 +37,7 @@ from orchestrator.monitoring.spikes import BaselineRule, baseline_threshold, exc
 
 SITE = "errors"  # the key of the one site-wide incident of an error-spike rule
 TRAIL = "audit"  # the key of the one incident of an unsealed-events rule
+STUCK = "sending"  # the key of the one incident of an emails-stuck-sending rule
 TOP_GROUPS = 5
 
 
@@ -350,3 +356,149 @@ def unsealed_events(params: dict[str, Any], now: datetime) -> dict[str, Finding]
             path=_path("event-detail", tail.first_id) if tail.first_id else "",
         )
     }
+
+
+def smtp_unreachable(params: dict[str, Any], now: datetime) -> dict[str, Finding]:
+    """Per SMTP server: send passes that could not reach it in the window.
+
+    send_followups records one error event per pass that found the server down
+    (details stage smtp_connect, host, port, reason, due); an email sent after
+    the last of them means the server is back.
+    """
+    since = now - timedelta(minutes=params["window_minutes"])
+    outages = (
+        errors()
+        .filter(timestamp__gte=since, timestamp__lte=now, event_type="error")
+        .filter(details__stage=SMTP_CONNECT)
+    )
+    failures: dict[str, list[AuditEvent]] = {}
+    for event in outages.order_by("-timestamp", "-id").only("timestamp", "details")[:5000]:
+        d = event.details or {}
+        failures.setdefault(f"{d.get('host', '')}:{d.get('port', '')}", []).append(event)
+    found: dict[str, Finding] = {}
+    for server, events in sorted(failures.items()):
+        if len(events) < params["min_failures"]:
+            continue
+        last = events[0]
+        sent_since = AuditEvent.objects.filter(
+            event_type="email_sent", timestamp__gt=last.timestamp, timestamp__lte=now
+        )
+        if sent_since.exists():
+            continue
+        d = last.details or {}
+        found[server] = Finding(
+            summary=(
+                f"SMTP server {server} unreachable: {len(events)} send passes failed in the "
+                f"last {params['window_minutes']} min, {d.get('due', '?')} follow-up emails "
+                f"waiting; last: {str(d.get('reason', ''))[:200]}"
+            ),
+            details={
+                "server": server,
+                "failures": len(events),
+                "last_failure_at": last.timestamp.isoformat(),
+                "reason": d.get("reason", ""),
+                "due": d.get("due"),
+                "event_id": last.pk,
+            },
+            path=_path("event-detail", last.pk),
+        )
+    return found
+
+
+def emails_stuck_sending(params: dict[str, Any], now: datetime) -> dict[str, Finding]:
+    """Follow-up emails claimed longer ago than max_age and still in `sending`.
+
+    A send pass requeues what a dead sender left behind after
+    FOLLOWUPS_STUCK_SENDING_SECONDS, so what is left is either an email whose
+    connection broke mid-send (outcome_unknown: it may have been delivered, a
+    person decides) or a sign that no send pass runs. One incident.
+    """
+    cutoff = now - timedelta(minutes=params["max_age_minutes"])
+    stuck = OutboundEmail.objects.filter(status=OutboundEmail.Status.SENDING, claimed_at__lt=cutoff)
+    totals = stuck.aggregate(
+        n=Count("id"), unknown=Count("id", filter=Q(outcome_unknown=True)), oldest=Min("claimed_at")
+    )
+    if not totals["n"]:
+        return {}
+    minutes = int((now - totals["oldest"]).total_seconds() // 60)
+    unknown = totals["unknown"]
+    dead = totals["n"] - unknown
+    what = []
+    if unknown:
+        what.append(
+            f"{unknown} cut off mid-send (may have been delivered: look for the Message-ID in "
+            "the mail log, then requeue or cancel)"
+        )
+    if dead:
+        what.append(f"{dead} left by a sender that stopped (is send_followups running?)")
+    return {
+        STUCK: Finding(
+            summary=(
+                f"{totals['n']} follow-up emails stuck in sending over "
+                f"{params['max_age_minutes']} min, the oldest for {minutes} min: " + "; ".join(what)
+            ),
+            details={
+                "stuck": totals["n"],
+                "outcome_unknown": unknown,
+                "oldest_claimed_at": totals["oldest"].isoformat(),
+                "message_ids": list(
+                    stuck.order_by("claimed_at", "pk").values_list("message_id", flat=True)[:20]
+                ),
+                "max_age_minutes": params["max_age_minutes"],
+            },
+            path=_path("admin:followups_outboundemail_changelist", query="status__exact=sending"),
+        )
+    }
+
+
+def _stage_of(stage: Any, stages: list[str]) -> str | None:
+    if not isinstance(stage, str):
+        return None
+    for name in stages:
+        if stage == name or stage.startswith(f"{name}:"):
+            return name
+    return None
+
+
+def step_failures(params: dict[str, Any], now: datetime) -> dict[str, Finding]:
+    """Per stage: error events whose details.stage is one of `stages` (or
+    "<stage>:<detail>"), at least `threshold` of them in the window."""
+    since = now - timedelta(minutes=params["window_minutes"])
+    stages = params["stages"]
+    match = Q(details__stage__in=stages)
+    for name in stages:
+        match |= Q(details__stage__startswith=f"{name}:")
+    failing = (
+        errors().filter(timestamp__gte=since, timestamp__lte=now, event_type="error").filter(match)
+    )
+    by_stage: dict[str, list[AuditEvent]] = {}
+    for event in failing.order_by("-timestamp", "-id").only(
+        "timestamp", "details", "error_message", "lead_public_id"
+    )[:5000]:
+        name = _stage_of((event.details or {}).get("stage"), stages)
+        if name is not None:
+            by_stage.setdefault(name, []).append(event)
+    found: dict[str, Finding] = {}
+    for name, events in sorted(by_stage.items()):
+        if len(events) < params["threshold"]:
+            continue
+        last = events[0]
+        leads = {e.lead_public_id for e in events if e.lead_public_id}
+        found[name] = Finding(
+            summary=(
+                f"{len(events)} {name} failures in the last {params['window_minutes']} min "
+                f"({len(leads)} leads); last: {last.error_message[:200]}"
+            ),
+            details={
+                "stage": name,
+                "failures": len(events),
+                "leads": len(leads),
+                "stages": dict(Counter(e.details.get("stage") for e in events)),
+                "threshold": params["threshold"],
+                "last_failure_at": last.timestamp.isoformat(),
+                "last_error": last.error_message,
+                "event_id": last.pk,
+            },
+            path=_path("event-detail", last.pk),
+        )
+    return found

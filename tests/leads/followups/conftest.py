@@ -46,6 +46,12 @@ class Recorder:
     data_replies: list[str] = field(default_factory=list)
     # Recipient -> reply for RCPT TO, e.g. {"gone@example.com": "550 5.1.1 No such user"}.
     rcpt_replies: dict[str, str] = field(default_factory=dict)
+    # Recipient -> reply to the DATA of a message for it, every time, e.g. a mailbox
+    # the server keeps refusing: {"b@example.com": "554 5.6.0 Message refused"}.
+    data_replies_for: dict[str, str] = field(default_factory=dict)
+    # How many of the next DATA commands to cut off: the connection closes after the
+    # message was received and before the reply, as a crash or network break does.
+    drop_data: int = 0
     # Seconds to take over each DATA, like a real server does (lets concurrency show).
     data_delay: float = 0.0
 
@@ -58,8 +64,15 @@ class Recorder:
     async def handle_DATA(self, server, session, envelope):
         if self.data_delay:
             await asyncio.sleep(self.data_delay)
+        if self.drop_data:
+            self.drop_data -= 1
+            server.transport.close()
+            return "250 never heard"
         if self.data_replies:
             return self.data_replies.pop(0)
+        for rcpt in envelope.rcpt_tos:
+            if rcpt in self.data_replies_for:
+                return self.data_replies_for[rcpt]
         msg = email.message_from_bytes(envelope.content, policy=email.policy.default)
         self.envelopes.append(
             Envelope(envelope.mail_from, list(envelope.rcpt_tos), msg, envelope.original_content)

@@ -121,29 +121,31 @@ def test_smtp_down_then_up_delivers_everything_once(smtp_down, make_lead, one_st
     for _ in range(5):
         enroll(lead=make_lead(), sequence=one_step)
 
-    down = send_down = send_due()
+    due = dict(OutboundEmail.objects.values_list("pk", "due_at"))
 
-    # The first refusal ends the pass: one email waits for its retry, the rest were not tried.
-    assert down.counts == {"retry": 1}
-    assert "ConnectionRefusedError" in send_down.stopped
-    retried = OutboundEmail.objects.get(attempts=1)
-    assert retried.status == OutboundEmail.Status.PENDING
-    assert retried.due_at > timezone.now()
-    assert "ConnectionRefused" in retried.last_error
+    down = send_due()
+
+    # The first refusal ends the pass. The email it was for goes back as it was: the
+    # server never saw it, so the try neither counts nor delays it.
+    assert down.counts == {}
+    assert "ConnectionRefusedError" in down.stopped
+    assert down.left_pending == 5
+    tried = OutboundEmail.objects.exclude(last_error="").get()
+    assert "ConnectionRefused" in tried.last_error
+    assert (tried.status, tried.attempts, tried.claimed_by) == ("pending", 0, "")
+    assert dict(OutboundEmail.objects.values_list("pk", "due_at")) == due
     assert OutboundEmail.objects.filter(status="pending").count() == 5
 
     smtp_down.start()
-    assert send_due().counts == {"sent": 4}
-    with time_machine.travel(timezone.now() + timedelta(minutes=2)):
-        assert send_due().counts == {"sent": 1}
-        assert send_due().counts == {}
+    assert send_due().counts == {"sent": 5}
+    assert send_due().counts == {}
 
     ids = smtp_down.recorder.message_ids()
     assert len(ids) == 5 and len(set(ids)) == 5
     assert set(ids) == set(OutboundEmail.objects.values_list("message_id", flat=True))
     assert OutboundEmail.objects.filter(status="sent").count() == 5
     assert len(events("email_sent")) == 5
-    assert OutboundEmail.objects.get(pk=retried.pk).attempts == 2
+    assert OutboundEmail.objects.get(pk=tried.pk).attempts == 1
 
 
 def test_a_refused_data_command_is_retried_and_sent_once(smtp, lead, one_step):
@@ -180,17 +182,32 @@ def test_a_rejected_recipient_fails_and_cancels_the_enrollment(smtp, make_lead, 
     assert OutboundEmail.objects.count() == 1
 
 
-def test_gives_up_after_the_last_attempt(smtp_down, settings, lead, one_step):
+def test_gives_up_after_the_last_attempt(smtp, settings, lead, one_step):
     settings.FOLLOWUPS_MAX_ATTEMPTS = 2
+    smtp.recorder.data_replies_for = {"ada@example.com": "451 4.3.0 Try again later"}
     enroll(lead=lead, sequence=one_step)
-    send_due()
+    assert send_due().counts == {"retry": 1}
     with time_machine.travel(timezone.now() + timedelta(hours=1)):
-        send_due()
+        assert send_due().counts == {"failed": 1}
     email = OutboundEmail.objects.get()
     assert email.status == OutboundEmail.Status.FAILED
     assert email.attempts == 2
     (error,) = events("error")
     assert error.details["gave_up"] is True
+    assert error.details["stage"] == "send_followup:smtp"
+
+
+def test_an_outage_however_long_makes_no_email_give_up(smtp_down, settings, lead, one_step):
+    settings.FOLLOWUPS_MAX_ATTEMPTS = 2
+    enroll(lead=lead, sequence=one_step)
+    for hours in range(4):
+        with time_machine.travel(timezone.now() + timedelta(hours=hours)):
+            assert "unreachable" in send_due().stopped
+    email = OutboundEmail.objects.get()
+    assert (email.status, email.attempts) == ("pending", 0)
+    assert Enrollment.objects.get().status == Enrollment.Status.ACTIVE
+    smtp_down.start()
+    assert send_due().counts == {"sent": 1}
 
 
 def test_a_claimed_email_is_not_sent_by_another_sender(smtp, lead, one_step):

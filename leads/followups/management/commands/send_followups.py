@@ -6,12 +6,15 @@ from django.core.management.base import CommandError, CommandParser
 from audit.services import audit_context
 from core.scheduled import ScheduledCommand
 from leads.followups.services import requeue, send_due, stale_sending
+from leads.followups.services.sending import SMTP_CONNECT
 
 
 class Command(ScheduledCommand):
     help = (
         "Send the follow-up emails that are due. Each email is claimed before the SMTP "
-        "call, so it goes out at most once; an unreachable server leaves it pending."
+        "call, so it goes out at most once; an unreachable server leaves it pending and the "
+        "command fails. Emails a dead sender left in 'sending' for longer than "
+        "FOLLOWUPS_STUCK_SENDING_SECONDS are sent again first."
     )
     lock_name = "send_followups"
     default_interval = 60
@@ -50,3 +53,15 @@ class Command(ScheduledCommand):
         with audit_context(actor="system"):
             summary = send_due(limit=options["limit"], stop=self.stop)
         self.stdout.write(f"{summary.worker_id}: {summary}.")
+        if summary.stopped:
+            message = " ".join(
+                f"follow-ups not sent: SMTP server {summary.stopped}; "
+                f"{summary.left_pending} due email(s) left pending for the next pass "
+                f"(error event stage {SMTP_CONNECT})".split()
+            )
+            if options["loop"]:
+                # An outage is no reason to stop the loop; the error event shows it.
+                self.stderr.write(message)
+            else:
+                # Cron and systemd see the failure; the emails wait for the next pass.
+                raise CommandError(message)

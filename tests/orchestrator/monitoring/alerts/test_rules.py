@@ -287,6 +287,45 @@ def test_unsealed_events_parameters():
     assert params.errors("unsealed_events", {"max_age_seconds": "60"}) != []
 
 
+# --- step_failures --------------------------------------------------------------------
+
+
+def test_step_failures_counts_error_events_per_configured_stage():
+    def failed(stage, at, n=1, message="boom"):
+        add_errors(
+            NOW - at, n, error_type="StepError", error_message=message, details={"stage": stage}
+        )
+
+    failed("send_followup:render", timedelta(minutes=50), message="bad template")
+    failed("send_followup", timedelta(minutes=10), 2, message="outcome unknown")
+    failed("enroll", timedelta(minutes=5), message="no sequence 'x'")
+    failed("enroll", timedelta(hours=2))  # outside the window
+    failed("send_followups", timedelta(minutes=5))  # another stage sharing the prefix
+    failed("qualify_route", timedelta(minutes=5))  # not a configured stage
+    failed("smtp_connect", timedelta(minutes=5))  # smtp_unreachable's
+    record_event(event_type="lead_ingested", timestamp=NOW - timedelta(minutes=1))
+
+    found = evaluate("step_failures")
+    assert sorted(found) == ["enroll", "send_followup"]
+    send = found["send_followup"].details
+    assert send["failures"] == 3
+    assert send["stages"] == {"send_followup": 2, "send_followup:render": 1}
+    assert send["last_error"] == "outcome unknown"
+    assert found["enroll"].details["failures"] == 1
+    assert "no sequence 'x'" in found["enroll"].summary
+    assert list(evaluate("step_failures", threshold=2)) == ["send_followup"]
+    assert list(evaluate("step_failures", stages=["qualify_route"])) == ["qualify_route"]
+
+
+def test_step_failures_parameters():
+    assert params.resolve("step_failures", {})["stages"] == ["send_followup", "enroll"]
+    assert params.errors("step_failures", {"stages": []}) != []
+    assert params.errors("step_failures", {"stages": ["Send Followup"]}) != []
+    assert params.errors("step_failures", {"stages": ["a", "a"]}) != []
+    assert params.errors("emails_stuck_sending", {"max_age_minutes": 0}) != []
+    assert params.errors("smtp_unreachable", {"min_failures": 0}) != []
+
+
 def test_parameters_are_validated_per_kind():
     assert params.errors("error_spike", {"multiplier": 0}) != []
     assert params.errors("error_spike", {"window": 5}) != []  # unknown name
