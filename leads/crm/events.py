@@ -21,7 +21,17 @@ def _deferred(d: Mapping[str, Any], event: Any) -> str:
     return f"{text(d.get('connection'))}: {status}retry in {d.get('wait_seconds')} s"
 
 
+def _skipped(d: Mapping[str, Any], event: Any) -> str:
+    return f"{text(d.get('connection'))}: {text(d.get('reason'))}"
+
+
 def register() -> None:
+    register_event_type(
+        "crm_sync_skipped",
+        "A CRM sync step did nothing, and why (e.g. the connection is inactive)",
+        category="crm",
+        summary=_skipped,
+    )
     register_event_type("crm_create", "CRM record created", category="crm", summary=_synced)
     register_event_type("crm_update", "CRM record updated", category="crm", summary=_synced)
     register_event_type(

@@ -13,7 +13,7 @@ from typing import Any
 
 from django.db import transaction
 
-from audit.services import audit_context
+from audit.services import audit_context, record_event
 from leads.crm.models import CrmConnection, CrmRecord
 from leads.crm.services import STEP_KIND, crm_sync_lead
 from leads.models import Lead
@@ -34,10 +34,17 @@ class CrmSyncStep:
         connection = CrmConnection.objects.filter(name=name).first()
         if connection is None:
             raise ValueError(f"crm_sync step: no CRM connection named {name!r}")
-        if not connection.active:
-            log.info("CRM connection %s is inactive; lead %s not synced", name, lead_id)
-            return
         lead = Lead.objects.select_related("workflow").get(pk=lead_id)
+        if not connection.active:
+            # On the lead's timeline, not only in a log: someone looking for
+            # the lead in the CRM must see why it is not there.
+            record_event(
+                event_type="crm_sync_skipped",
+                lead=lead,
+                workflow=lead.workflow_name,
+                details={"connection": connection.name, "reason": "the connection is inactive"},
+            )
+            return
         record = crm_sync_lead(lead=lead, connection=connection)
         if record.deferrals and record.next_attempt_at is not None:
             log.info(

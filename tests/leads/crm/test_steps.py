@@ -62,6 +62,12 @@ def test_an_inactive_connection_is_skipped(httpserver, hubspot, lead):
     hubspot.save()
     CrmSyncStep().run(lead_id=lead.pk, config={"kind": "crm_sync", "connection": "hubspot"})
     assert not CrmRecord.objects.exists() and httpserver.log == []
+    # The lead's timeline says why it is not in the CRM.
+    from audit.models import AuditEvent
+
+    skipped = AuditEvent.objects.get(event_type="crm_sync_skipped")
+    assert skipped.lead_public_id == lead.public_id
+    assert skipped.details == {"connection": "hubspot", "reason": "the connection is inactive"}
 
 
 @pytest.mark.django_db(transaction=True)
