@@ -193,3 +193,22 @@ def test_older_on_a_filtered_page_swaps_the_next_rows_in_and_keeps_the_filters(
     params = query(page)
     assert params["workflow"] == ["sales"] and params["range"] == ["7d"]
     expect(page.locator("form#event-filters input[name=workflow]")).to_have_value("sales")
+
+
+def test_a_range_preset_clicked_on_a_filtered_page_keeps_the_filters(
+    logged_in_page, live_server, seeded
+):
+    page = logged_in_page
+    page.goto(f"{live_server.url}/events/?range=7d&type=error")
+    expect(page.locator("tr.event-row")).to_have_count(len(db_ids(event_type="error")))
+    page.locator("a.range", has_text="30d").click()
+    expect(page).to_have_url(re.compile(r"range=30d"))
+    params = query(page)
+    assert params == {"range": ["30d"], "type": ["error"]}
+    assert "??" not in page.url
+    # Still filtered: the table holds errors only.
+    assert shown_ids(page) == db_ids(event_type="error")
+    # And again, from the page the first click led to (no junk piles up).
+    page.locator("a.range", has_text="24h").click()
+    expect(page).to_have_url(re.compile(r"range=24h"))
+    assert query(page) == {"range": ["24h"], "type": ["error"]}

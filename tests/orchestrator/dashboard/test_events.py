@@ -529,3 +529,21 @@ def test_export_streams_newest_first_across_chunks_and_merged_types(db):
     )
     wanted = [i for i in newest_first if AuditEvent.objects.get(pk=i).event_type in types]
     assert [e.id for e in merged] == wanted
+
+
+@pytest.mark.django_db
+def test_range_preset_links_keep_the_filters_and_drop_the_position(auditor_client):
+    from urllib.parse import parse_qs, urlsplit
+
+    html = auditor_client.get(
+        reverse("event-list"),
+        {"type": "error", "workflow": "sales", "range": "7d"},
+    ).content.decode()
+    hrefs = re.findall(r'<a class="range[^"]*" href="([^"]+)"', html)
+    assert len(hrefs) >= 4
+    for href in hrefs:
+        href = href.replace("&amp;", "&")
+        assert href.startswith("?") and not href.startswith("??"), href
+        query = parse_qs(urlsplit(href).query)
+        assert query["type"] == ["error"] and query["workflow"] == ["sales"], href
+        assert "cursor" not in query and "after" not in query and "since" not in query
