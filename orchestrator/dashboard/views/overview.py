@@ -60,7 +60,9 @@ def _events_url(period: Period, start: datetime, end: datetime, **params: str) -
     bucket ends at "now", and a link to the microsecond is noise."""
     since = start.replace(second=0, microsecond=0)
     until = end.replace(second=0, microsecond=0)
-    if until < end:
+    if until < end or until <= since:
+        # Rounded up, and never empty: a run that started and ended within
+        # the same whole minute would otherwise link to a 400.
         until += timedelta(minutes=1)
     return f"{reverse('event-list')}?{urlencode({**params, **period.narrowed(since, until)})}"
 

@@ -467,3 +467,24 @@ def test_small_sources_share_one_series(auditor_client):
     assert [s.name for s in series] == [*(f"S{i}" for i in range(7)), "Other sources"]
     assert sum(series[-1].values) == 3 + 2 + 1
     assert response.context["volume"].total == 55
+
+
+@pytest.mark.parametrize(
+    "started",
+    [NOW.replace(second=0, microsecond=0) - timedelta(hours=1), NOW - timedelta(minutes=7)],
+)
+def test_a_run_that_started_and_ended_in_the_same_second_links_to_its_events(
+    auditor_client, started
+):
+    sales = Workflow.objects.create(name="sales")
+    WorkflowRun.objects.create(
+        workflow=sales,
+        started_at=started,
+        finished_at=started,  # on a whole minute, or anywhere within one
+        status="succeeded",
+        correlation_id="same-second",
+    )
+    html = fragment(auditor_client, "recent-runs")
+    href = unescape(re.search(r'href="([^"]+)">events<', html).group(1))
+    response = auditor_client.get(href)
+    assert response.status_code == 200, response.content[:300]
