@@ -130,7 +130,12 @@ def page(page) -> Iterator:
 
     def on_console(message) -> None:
         text = message.text
-        if "Content Security Policy" in text or "Refused to" in text or "CSP violation" in text:
+        csp = "Content Security Policy" in text or "Refused to" in text or "CSP violation" in text
+        # Any script error too (htmx reports a bad hx-trigger as htmx:syntax:error
+        # and carries on without it). A failed request is judged by its status
+        # where a test expects one, not by Chromium's console line about it.
+        script_error = message.type == "error" and not text.startswith("Failed to load resource")
+        if csp or script_error:
             problems.append(f"console {message.type}: {text} ({message.location.get('url')})")
 
     page.add_init_script(CSP_LISTENER)

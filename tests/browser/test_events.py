@@ -212,3 +212,17 @@ def test_a_range_preset_clicked_on_a_filtered_page_keeps_the_filters(
     page.locator("a.range", has_text="24h").click()
     expect(page).to_have_url(re.compile(r"range=24h"))
     assert query(page) == {"range": ["24h"], "type": ["error"]}
+
+
+def test_typing_in_a_text_filter_updates_the_table_without_apply(
+    logged_in_page, live_server, seeded
+):
+    page = logged_in_page
+    ann = seeded["ann"].public_id
+    page.goto(f"{live_server.url}/events/?range=7d")
+    expect(page.locator("tr.event-row")).to_have_count(len(db_ids()))
+    page.locator("form#event-filters input[name=lead]").press_sequentially(ann)
+    expected = db_ids(lead_public_id=ann)
+    expect(page.locator("tr.event-row")).to_have_count(len(expected))
+    assert shown_ids(page) == expected
+    expect(page).to_have_url(re.compile(rf"lead={ann}"))
