@@ -40,7 +40,8 @@ migrate: $(STAMP)
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py createcachetable
 
-# `make demo PORT=8001` when 8000 is taken.
+# `make demo PORT=8001` when 8000 is taken. Run again, load_demo tops the data up to now;
+# serve_demo runs the pipeline beside the server until Ctrl+C.
 PORT ?= 8000
 demo: migrate
 	DEBUG=true $(BIN)/python manage.py load_demo
@@ -50,7 +51,7 @@ demo: migrate
 	@echo "  auditor  / auditor-password   Auditor: reads everything"
 	@echo "  operator / operator-password  Operator: reads, and acts on leads"
 	@echo
-	DEBUG=true $(BIN)/python manage.py runserver 127.0.0.1:$(PORT)
+	DEBUG=true $(BIN)/python manage.py serve_demo --port $(PORT)
 
 # Into a scratch database of its own, never the demo's; --reuse keeps the fill.
 BENCH_DB ?= sqlite:///$(CURDIR)/var/bench.sqlite3

@@ -28,7 +28,7 @@ import uuid
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid, parseaddr
 from html import unescape
@@ -44,6 +44,7 @@ from django.core import mail
 from django.core.mail import EmailMultiAlternatives
 from django.db import connections, transaction
 from django.db.backends.signals import connection_created
+from django.db.models import Max
 from django.test import override_settings
 from django.urls import Resolver404, resolve
 from django.utils import timezone
@@ -51,8 +52,9 @@ from django_tasks_db.management.commands.db_worker import Worker
 from imap_tools import MailMessage
 
 from audit.integrity import seal_all
+from audit.models import AuditEvent
 from audit.services import audit_context, new_correlation_id
-from leads.crm.models import CrmConnection
+from leads.crm.models import CrmConnection, CrmRecord
 from leads.crm.services import crm_sync_due
 from leads.crm.steps import CrmSyncFailed
 from leads.followups import services as followups
@@ -113,6 +115,7 @@ CRM_TOKEN_ENV = "HUBSPOT_DEMO_TOKEN"
 # seconds, not minutes, and a "slow" answer past the timeout is a real timeout.
 CRM_OPTIONS = {"timeout": [2, 1], "max_attempts": 3, "backoff": 0.02, "max_backoff": 0.1}
 SEQUENCE = "welcome"
+WORKFLOW = "sales_lead_management"  # the example config's
 # Minutes after a pass at which its downstream work runs, so the timeline reads
 # qualified -> CRM / enrolled -> retries -> email sent.
 TASKS_AT, SYNC_AT, SEND_AT = 1, 5, 6
@@ -275,6 +278,15 @@ class FakeHubSpot:
             return 200, {"id": contact_id, "properties": props}
         return 404, _hubspot_error("OBJECT_NOT_FOUND", f"no route for {method} {path}")
 
+    def remember(self, contacts: dict[str, str]) -> None:
+        """Contacts an earlier fake created (email -> id), found at once and updatable."""
+        with self._lock:
+            for email, contact_id in contacts.items():
+                self.contacts[email] = contact_id
+                self._indexed_at[contact_id] = 0.0
+            numeric = [int(i) for i in contacts.values() if i.isdigit()]
+            self._next_id = max([self._next_id - 1, *numeric]) + 1
+
 
 def _rejected(email: str) -> bool:
     # HubSpot refuses some addresses its own validation dislikes: a permanent 400
@@ -320,10 +332,27 @@ class _HubSpotHandler(BaseHTTPRequestHandler):
         pass  # CrmCall rows are the log
 
 
+def known_contacts(connection: CrmConnection) -> dict[str, str]:
+    """What the demo's earlier fakes hold, from the records that point at them.
+
+    A new fake starts empty; without this an update of a lead synced in an
+    earlier run would meet a 404 for a contact the CRM "lost".
+    """
+    rows = (
+        CrmRecord.objects.filter(connection=connection)
+        .exclude(external_id="")
+        .values_list("lead__email", "external_id")
+    )
+    return {email.lower(): external_id for email, external_id in rows if email}
+
+
 @contextlib.contextmanager
-def fake_hubspot(*, token: str, seed: int) -> Iterator[tuple[FakeHubSpot, str]]:
+def fake_hubspot(
+    *, token: str, seed: int, contacts: dict[str, str] | None = None
+) -> Iterator[tuple[FakeHubSpot, str]]:
     """A FakeHubSpot on a free port of 127.0.0.1; yields it and its base URL."""
     fake = FakeHubSpot(token=token, seed=seed)
+    fake.remember(contacts or {})
     handler = type("DemoHubSpotHandler", (_HubSpotHandler,), {"fake": fake})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(
@@ -775,28 +804,39 @@ def _after(start: datetime, minutes: int, *, end: datetime) -> datetime:
     return min(start + timedelta(minutes=minutes), end)
 
 
-def load_demo(*, days: int = 21, per_day: int = 24, seed: int = 7) -> int:
-    """Run `days` of simulated traffic through the pipeline; returns the number of leads."""
-    import time_machine  # a dev extra: imported at the top, it would break load_demo's import
-
-    rng = random.Random(seed)
+def set_up_demo(*, crm_url: str) -> CrmConnection:
+    """What the demo's traffic needs first: the teams' users, the CRM connection on
+    `crm_url`, the "welcome" sequence and the example workflows."""
     User = get_user_model()
     config = demo_config()
     for team in config["teams"]:
         for member in team["members"]:
             User.objects.get_or_create(username=member["username"])
+    hubspot = ensure_crm_connection(base_url=crm_url)
+    ensure_sequence()
+    apply_config(config)
+    return hubspot
+
+
+def demo_connection() -> CrmConnection:
+    """The CRM connection load_demo made; DemoError if the data is not the demo's."""
+    connection = CrmConnection.objects.filter(
+        name=CRM_CONNECTION, credentials={"token_env": CRM_TOKEN_ENV}
+    ).first()
+    if connection is None or not Workflow.objects.filter(name=WORKFLOW).exists():
+        raise DemoError("this database holds no demo data (run load_demo on an empty one)")
+    return connection
+
+
+def _demo_env() -> None:
+    # Placeholders the demo's config and connection name: nothing real is reached.
     os.environ.setdefault("INBOX_DEMO_USER", "sales@example.com")
     os.environ.setdefault("INBOX_DEMO_PASSWORD", "not-a-real-password")
     os.environ.setdefault(CRM_TOKEN_ENV, "pat-demo-not-a-real-token")
-    travel = time_machine.travel
-    end = timezone.now()
-    today = end.replace(hour=0, minute=0, second=0, microsecond=0)
-    # The CRM is down from mid-morning on this day until the next afternoon: syncs
-    # fail, sync_crm retries them every pass, the first ones give up (needs
-    # attention), the later ones go through when it is back.
-    first_day = today - timedelta(days=days)
-    outage_start = first_day + timedelta(days=max(1, days * 3 // 7), hours=10)
-    outage_end = outage_start + timedelta(hours=28)
+
+
+@contextlib.contextmanager
+def _loading(*, seed: int, contacts: dict[str, str]) -> Iterator[tuple[FakeHubSpot, str]]:
     mailers = {"default": {"BACKEND": "django.core.mail.backends.locmem.EmailBackend"}}
     with (
         _fast_sqlite(),
@@ -804,45 +844,70 @@ def load_demo(*, days: int = 21, per_day: int = 24, seed: int = 7) -> int:
         _loopback_without_proxy(),
         _quiet_logs(),
         override_settings(MAILERS=mailers),
-        fake_hubspot(token=os.environ[CRM_TOKEN_ENV], seed=seed) as (crm, crm_url),
+        fake_hubspot(token=os.environ[CRM_TOKEN_ENV], seed=seed, contacts=contacts) as fake,
     ):
-        # The steps' targets exist before the config names them (created "a month ago").
-        with travel(first_day - timedelta(days=1), tick=False):
-            hubspot = ensure_crm_connection(base_url=crm_url)
-            ensure_sequence()
-            apply_config(config)
-        workflow = Workflow.objects.get(name="sales_lead_management")
+        yield fake
+
+
+@dataclass
+class _Traffic:
+    """Simulated days of traffic, from `first_day` (midnight) until `end`."""
+
+    rng: random.Random
+    crm: FakeHubSpot
+    hubspot: CrmConnection
+    recipients: Recipients
+    per_day: int
+    # Person numbers, so addresses of this run do not repeat an earlier run's.
+    n: int = 0
+    # Only arrivals and passes after this (a top-up starts where the data ends).
+    after: datetime | None = None
+    inbox_down: bool = False
+    outage: tuple[datetime, datetime] | None = None
+
+    def run(self, *, first_day: datetime, end: datetime) -> None:
+        import time_machine  # a dev extra, see load_demo
+
+        travel = time_machine.travel
+        rng = self.rng
+        workflow = Workflow.objects.get(name=WORKFLOW)
         website = LeadSource.objects.get(slug="website")
         trade_shows = LeadSource.objects.get(slug="trade-shows")
-        inbox = LeadSource.objects.get(slug="sales-inbox")
-        recipients = Recipients(rng=random.Random(seed + 1), inbox=inbox)
-
-        n = 0
+        inbox = self.recipients.inbox
+        today = end.replace(hour=0, minute=0, second=0, microsecond=0)
+        days = (today - first_day).days
         for day in range(days, -1, -1):
             midnight = today - timedelta(days=day)
-            inbox.active = (days - day) in INBOX_DOWN_DAYS
-            inbox.save(update_fields=["active"])
+            if self.inbox_down:
+                inbox.active = (days - day) in INBOX_DOWN_DAYS
+                inbox.save(update_fields=["active"])
             arrivals = sorted(
                 midnight + timedelta(minutes=rng.randint(7 * 60, 21 * 60))
-                for _ in range(rng.randint(per_day // 2, per_day))
+                for _ in range(rng.randint(self.per_day // 2, self.per_day))
             )
+            if self.after is not None:
+                arrivals = [a for a in arrivals if a > self.after]
             for hour in PASSES:
                 run_at = midnight + timedelta(hours=hour, minutes=rng.randint(0, 5))
                 if run_at > end:
                     break
+                if self.after is not None and run_at <= self.after:
+                    continue
                 while arrivals and arrivals[0] < run_at:
                     with travel(arrivals.pop(0), tick=False):
                         with contextlib.suppress(LeadValidationError):
-                            ingest_lead(source=website, payload=_person(rng, n))
-                        n += 1
+                            ingest_lead(source=website, payload=_person(rng, self.n))
+                        self.n += 1
                 if hour == 12 and day % 3 == 0:
-                    path = _csv_batch(rng, n, rng.randint(8, 15))
+                    path = _csv_batch(rng, self.n, rng.randint(8, 15))
                     with travel(run_at - timedelta(minutes=20), tick=False):
                         report = import_csv(path=path, source=trade_shows, mapping=None)
                     path.unlink()
-                    n += report.rows
-                recipients.act_until(run_at, travel)
-                crm.outage = outage_start <= run_at < outage_end
+                    self.n += report.rows
+                self.recipients.act_until(run_at, travel)
+                self.crm.outage = self.outage is not None and (
+                    self.outage[0] <= run_at < self.outage[1]
+                )
                 with travel(run_at, tick=False):
                     run_pass(workflow=workflow)
                 with travel(_after(run_at, TASKS_AT, end=end), tick=False):
@@ -850,22 +915,119 @@ def load_demo(*, days: int = 21, per_day: int = 24, seed: int = 7) -> int:
                 # What `sync_crm` and `send_followups` run, as services: the commands
                 # would install SIGINT/SIGTERM handlers (ScheduledCommand) and keep them.
                 with travel(_after(run_at, SYNC_AT, end=end), tick=False):
-                    crm_sync_due(connection=hubspot)
+                    crm_sync_due(connection=self.hubspot)
                 with (
                     travel(_after(run_at, SEND_AT, end=end), tick=False),
                     audit_context(actor="system"),
                 ):
                     followups.send_due()
-                    recipients.read_new_mail(now=timezone.now())
-        recipients.act_until(end, travel)
+                    self.recipients.read_new_mail(now=timezone.now())
+        self.recipients.act_until(end, travel)
         inbox.active = False
         inbox.save(update_fields=["active"])
-        # The fake CRM stops with this function. The connection is left in place
-        # (records and calls point at it) but inactive, so nothing the running
-        # dashboard or a later sync_crm / worker does calls a port that is now
-        # closed, or worse, taken by some other local service. The lead page's
-        # "retry CRM" answers that the lead has no active connection.
-        hubspot.active = False
-        hubspot.save(update_fields=["active"])
+        # The fake CRM stops when loading ends. The connection is left in place
+        # (records and calls point at it) but inactive, so nothing a later
+        # sync_crm / worker does calls a port that is now closed, or worse, taken
+        # by some other local service; serve_demo makes it active on its own fake.
+        self.hubspot.active = False
+        self.hubspot.save(update_fields=["active"])
+
+
+def load_demo(*, days: int = 21, per_day: int = 24, seed: int = 7) -> int:
+    """Run `days` of simulated traffic through the pipeline; returns the number of leads."""
+    import time_machine  # a dev extra: imported at the top, it would break load_demo's import
+
+    _demo_env()
+    end = timezone.now()
+    today = end.replace(hour=0, minute=0, second=0, microsecond=0)
+    # The CRM is down from mid-morning on this day until the next afternoon: syncs
+    # fail, sync_crm retries them every pass, the first ones give up (needs
+    # attention), the later ones go through when it is back.
+    first_day = today - timedelta(days=days)
+    outage_start = first_day + timedelta(days=max(1, days * 3 // 7), hours=10)
+    with _loading(seed=seed, contacts={}) as (crm, crm_url):
+        # The steps' targets exist before the config names them (created "a month ago").
+        with time_machine.travel(first_day - timedelta(days=1), tick=False):
+            hubspot = set_up_demo(crm_url=crm_url)
+        inbox = LeadSource.objects.get(slug="sales-inbox")
+        _Traffic(
+            rng=random.Random(seed),
+            crm=crm,
+            hubspot=hubspot,
+            recipients=Recipients(rng=random.Random(seed + 1), inbox=inbox),
+            per_day=per_day,
+            inbox_down=True,
+            outage=(outage_start, outage_start + timedelta(hours=28)),
+        ).run(first_day=first_day, end=end)
     seal_all()
     return Lead.objects.count()
+
+
+@dataclass(frozen=True)
+class TopUp:
+    since: datetime  # the newest audit event before the top-up
+    leads: int  # leads it added
+
+
+def top_up_demo(*, per_day: int = 24, seed: int = 7) -> TopUp:
+    """Run the demo's traffic from where its data ends until now, through the pipeline.
+
+    Demo data loaded days ago leaves the dashboard's default periods (24 hours,
+    7 days) empty. Topping up rather than rebuilding keeps the audit chain, its
+    seals, the JSON Lines mirror and the anchor log one continuous history, so
+    verify_audit still passes. It starts after the newest audit event (a lead
+    posted while serve_demo ran included), so no event is older than one before it.
+    """
+    _demo_env()
+    hubspot = demo_connection()
+    since = AuditEvent.objects.aggregate(newest=Max("timestamp"))["newest"]
+    end = timezone.now()
+    if since is None or since >= end:
+        return TopUp(since=since or end, leads=0)
+    before = Lead.objects.count()
+    first_day = since.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    minute = int(since.timestamp()) // 60
+    with _loading(seed=seed, contacts=known_contacts(hubspot)) as (crm, crm_url):
+        hubspot.base_url = crm_url
+        hubspot.active = True
+        hubspot.save(update_fields=["base_url", "active"])
+        inbox = LeadSource.objects.get(slug="sales-inbox")
+        _Traffic(
+            rng=random.Random(seed + minute),
+            crm=crm,
+            hubspot=hubspot,
+            recipients=Recipients(rng=random.Random(seed + minute + 1), inbox=inbox),
+            per_day=per_day,
+            # Minutes since the epoch: each top-up adds far fewer leads than minutes
+            # it covers, so the numbers in the addresses never meet an earlier run's.
+            n=minute,
+            after=since,
+        ).run(first_day=first_day, end=end)
+    seal_all()
+    return TopUp(since=since, leads=Lead.objects.count() - before)
+
+
+# --- Serving -----------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def demo_crm_online(*, seed: int = 7) -> Iterator[str]:
+    """The demo's fake HubSpot on a loopback port, and its connection active on it.
+
+    For as long as the demo serves: the worker, sync_crm and the lead page's
+    "Retry CRM sync" reach it. Inactive again afterwards, as load_demo leaves it.
+    Yields the fake's base URL.
+    """
+    _demo_env()
+    connection = demo_connection()
+    with (
+        _loopback_without_proxy(),
+        fake_hubspot(
+            token=os.environ[CRM_TOKEN_ENV], seed=seed, contacts=known_contacts(connection)
+        ) as (_fake, url),
+    ):
+        CrmConnection.objects.filter(pk=connection.pk).update(base_url=url, active=True)
+        try:
+            yield url
+        finally:
+            CrmConnection.objects.filter(pk=connection.pk).update(active=False)

@@ -5,7 +5,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from leads.models import Lead
-from orchestrator.devtools.demo import DemoError, ensure_demo_users, load_demo
+from orchestrator.devtools.demo import DemoError, ensure_demo_users, load_demo, top_up_demo
 
 
 class Command(BaseCommand):
@@ -32,7 +32,7 @@ class Command(BaseCommand):
                 f"Created {what} {login.username!r} with password {login.password!r}."
             )
         if Lead.objects.exists():
-            self.stdout.write("Demo data is already loaded; leaving it as it is.")
+            self.top_up(per_day=options["per_day"])
             return
         try:
             leads = load_demo(days=options["days"], per_day=options["per_day"])
@@ -40,4 +40,16 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from exc
         self.stdout.write(
             f"Loaded {leads} demo leads through the pipeline, with their audit trail."
+        )
+
+    def top_up(self, *, per_day: int) -> None:
+        # Data loaded days ago would leave the dashboard's default periods empty.
+        try:
+            topped = top_up_demo(per_day=per_day)
+        except DemoError as exc:
+            self.stdout.write(f"Leads exist but {exc}; leaving them as they are.")
+            return
+        self.stdout.write(
+            f"Demo data was loaded before; topped it up through the pipeline from "
+            f"{topped.since:%Y-%m-%d %H:%M} UTC to now: {topped.leads} new leads."
         )
