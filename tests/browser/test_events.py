@@ -226,3 +226,30 @@ def test_typing_in_a_text_filter_updates_the_table_without_apply(
     expect(page.locator("tr.event-row")).to_have_count(len(expected))
     assert shown_ids(page) == expected
     expect(page).to_have_url(re.compile(rf"lead={ann}"))
+
+
+def test_a_refused_swap_shows_its_message_inline_and_keeps_the_form_and_table(
+    logged_in_page, live_server, seeded
+):
+    page = logged_in_page
+    # Text search over a range longer than DASHBOARD_TEXT_SEARCH_MAX_DAYS is refused.
+    page.goto(f"{live_server.url}/events/?range=30d")
+    rows = page.locator("tr.event-row")
+    expect(rows).not_to_have_count(0)
+    before = shown_ids(page)
+    url = page.url
+    form = page.locator("form#event-filters")
+    form.locator("input[name=q]").fill("boom")
+    apply_filters(page)
+    alert = page.locator("#request-error [role=alert]")
+    expect(alert).to_contain_text("That request could not be shown")
+    # The page around it is the same page: styled, the form with what was typed,
+    # the table as it was, and the URL of the last good view.
+    expect(page.locator("header.topbar")).to_be_visible()
+    expect(form.locator("input[name=q]")).to_have_value("boom")
+    assert shown_ids(page) == before
+    assert page.url == url
+    # The next good request clears the message.
+    form.locator("input[name=q]").fill("")
+    apply_filters(page)
+    expect(alert).to_have_count(0)

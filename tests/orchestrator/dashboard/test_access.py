@@ -83,7 +83,7 @@ def test_a_bad_range_is_a_400_with_a_message(auditor_client):
         HTTP_HX_REQUEST="true",
     )
     assert htmx.status_code == 400
-    assert htmx["HX-Retarget"] == "#main"
+    assert htmx["HX-Retarget"] == "#request-error"
     assert b"since must be a date" in htmx.content
     assert b"<html" not in htmx.content
 

@@ -17,3 +17,39 @@ def test_every_page_names_an_icon_that_exists(auditor_client):
     html = auditor_client.get(reverse("overview")).content.decode()
     assert '<link rel="icon" href="/static/dashboard/favicon.svg" type="image/svg+xml">' in html
     assert finders.find("dashboard/favicon.svg")
+
+
+def test_the_direct_400_page_is_a_page_with_navigation_and_a_way_back(auditor_client):
+    referer = "http://testserver/events/?range=7d&type=error&q=boom"
+    response = auditor_client.get(
+        reverse("event-list"),
+        {"range": "30d", "type": "error", "q": "boom"},
+        headers={"Referer": referer},
+    )
+    assert response.status_code == 400
+    html = response.content.decode()
+    assert '<nav class="mainnav"' in html and 'role="alert"' in html
+    assert 'href="http://testserver/events/?range=7d&amp;type=error&amp;q=boom"' in html
+    assert f'href="{reverse("event-list")}?range=30d"' in html
+
+
+def test_a_referer_from_elsewhere_is_not_offered_as_the_way_back(auditor_client):
+    response = auditor_client.get(
+        reverse("event-list"),
+        {"range": "30d", "q": "boom"},
+        headers={"Referer": "https://evil.example/phish"},
+    )
+    assert response.status_code == 400
+    assert "evil.example" not in response.content.decode()
+
+
+def test_a_refused_swap_goes_to_the_message_slot_and_leaves_the_url(auditor_client):
+    response = auditor_client.get(
+        reverse("event-list"),
+        {"range": "30d", "q": "boom"},
+        headers={"HX-Request": "true", "HX-Target": "event-table"},
+    )
+    assert response.status_code == 400
+    assert response["HX-Retarget"] == "#request-error"
+    assert response["HX-Push-Url"] == "false"
+    assert b"<nav" not in response.content and b'role="alert"' in response.content

@@ -189,7 +189,7 @@ def test_bad_filter_values_are_a_400_with_a_message(auditor_client, web_source, 
     assert message in response.content.decode()
     fragment = auditor_client.get(LIST, params, **HTMX)
     assert fragment.status_code == 400
-    assert fragment["HX-Retarget"] == "#main"
+    assert fragment["HX-Retarget"] == "#request-error"
 
 
 def test_keyset_pages_cover_every_lead_once_newest_first(auditor_client, web_source, monkeypatch):

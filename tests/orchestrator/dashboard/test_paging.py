@@ -223,4 +223,4 @@ def test_a_tampered_cursor_is_a_400_that_says_so(auditor_client, table):
         )
         assert fragment.status_code == 400
         assert "is not a position in this list" in fragment.content.decode()
-        assert fragment["HX-Retarget"] == "#main"
+        assert fragment["HX-Retarget"] == "#request-error"
