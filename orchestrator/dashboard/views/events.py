@@ -48,6 +48,7 @@ from orchestrator.dashboard.render import (
     requested_page,
     wanted_fragment,
 )
+from orchestrator.dashboard.selectors import suggestions
 from orchestrator.models import ExportJob
 
 PAGE_SIZE = 50
@@ -246,6 +247,10 @@ def event_list(request: HttpRequest) -> HttpResponse:
         "scan_limit": SCAN_LIMIT,
     }
     fragment = wanted_fragment(request, fragments=FRAGMENTS, default="event-table")
+    if fragment is None:
+        # Only the whole page has the form the suggestions belong to.
+        context["workflow_names"] = suggestions.workflow_names()
+        context["actor_names"] = suggestions.actor_names()
 
     if values.get("after") is not None:
         # A live-tail poll: only what came after the newest row shown.

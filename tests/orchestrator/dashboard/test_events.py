@@ -547,3 +547,22 @@ def test_range_preset_links_keep_the_filters_and_drop_the_position(auditor_clien
         query = parse_qs(urlsplit(href).query)
         assert query["type"] == ["error"] and query["workflow"] == ["sales"], href
         assert "cursor" not in query and "after" not in query and "since" not in query
+
+
+@pytest.mark.django_db
+def test_workflow_and_actor_filters_suggest_the_names_that_exist(auditor_client, auditor):
+    from leads.workflows.models import Workflow
+
+    Workflow.objects.create(name="sales_lead_management")
+    page = auditor_client.get(reverse("event-list"), {"range": "7d"}).content.decode()
+    assert 'list="workflow-names"' in page and 'list="actor-names"' in page
+    workflows = re.search(r'<datalist id="workflow-names">(.*?)</datalist>', page).group(1)
+    assert '<option value="sales_lead_management">' in workflows
+    actors = re.search(r'<datalist id="actor-names">(.*?)</datalist>', page).group(1)
+    assert '<option value="system">' in actors
+    assert f'<option value="user:{auditor.username}">' in actors
+    # A table fragment does not carry them again.
+    fragment = auditor_client.get(
+        reverse("event-list"), {"range": "7d"}, headers={"HX-Request": "true"}
+    ).content.decode()
+    assert "workflow-names" not in fragment
