@@ -19,6 +19,7 @@ from audit.models import AuditEvent
 from audit.selectors import event_list
 from audit.services import AuditValidationError, build_event, insert_events, record_event
 from audit.types import ERROR, UnknownEventType, known_event_types
+from core.jsonvalues import strict_loads
 
 _validator = Draft202012Validator(LINE_SCHEMA)
 
@@ -71,16 +72,16 @@ def _error_text(error: Any) -> str:
     return f"{where or 'line'}: {error.message}"
 
 
-def _refuse_constant(name: str) -> None:
-    raise json.JSONDecodeError(f"{name} is not valid JSON", name, 0)
-
-
 def parse_line(raw: str, *, correlation_id: str, legacy: bool = True) -> AuditEvent:
     """One line of a legacy log to a signed, unsaved event; ValueError says what is wrong."""
     try:
-        data = json.loads(raw, parse_constant=_refuse_constant)
+        data = strict_loads(raw)
     except json.JSONDecodeError as exc:
         raise ValueError(f"not valid JSON ({exc.msg} at column {exc.colno})") from None
+    except ValueError as exc:  # NaN, Infinity, a number out of range
+        raise ValueError(f"not valid JSON ({exc})") from None
+    except RecursionError:
+        raise ValueError("not valid JSON (nested too deeply)") from None
     return parse_record(data, correlation_id=correlation_id, legacy=legacy)
 
 

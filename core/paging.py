@@ -26,6 +26,8 @@ from typing import Any
 from django.db import models
 from django.db.models import Q, QuerySet
 
+from core.jsonvalues import storable_text
+
 # Longer than any cursor this module writes for a few keys; refused before decoding.
 MAX_CURSOR_LENGTH = 512
 
@@ -147,12 +149,6 @@ def _fits(field: models.Field, value: Any) -> bool:
     if isinstance(value, str) and not storable_text(value):
         return False
     return isinstance(value, expected)
-
-
-def storable_text(value: str) -> bool:
-    """Whether a database can compare `value`: PostgreSQL refuses NUL in text, and a
-    lone surrogate has no UTF-8 encoding on either database."""
-    return "\x00" not in value and not any("\ud800" <= char <= "\udfff" for char in value)
 
 
 @dataclass(frozen=True)

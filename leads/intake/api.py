@@ -8,7 +8,6 @@ before the response is built. Bad input of any kind is a 4xx, never a 500.
 import hashlib
 import json
 import logging
-import math
 import re
 from collections.abc import Callable
 from typing import Any
@@ -25,6 +24,7 @@ from django_ratelimit.core import get_usage
 
 from audit.services import AuditValidationError, audit_context
 from core import writes
+from core.jsonvalues import storable_text, strict_loads
 from leads.intake.apikeys import ApiKeyError, authenticate
 from leads.models import ApiKey, IdempotencyRecord, LeadSource
 from leads.services import IngestResult, LeadValidationError, ingest_lead
@@ -70,30 +70,6 @@ def _method_not_allowed() -> JsonResponse:
 # --- Parsing -------------------------------------------------------------------------
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _finite_float(text: str) -> float:
-    # 1e999 parses to inf, which neither database's JSON column accepts.
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"number {text} is out of range")
-    return value
-
-
-def _storable(text: str) -> bool:
-    # NUL is refused by PostgreSQL text and jsonb; lone surrogates (valid in
-    # JSON escapes) cannot be encoded for either database.
-    if "\x00" in text:
-        return False
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def _check_values(payload: dict[str, Any]) -> None:
     """Refuse what would fail in the database rather than in validation."""
     errors: dict[str, list[str]] = {}
@@ -105,7 +81,7 @@ def _check_values(payload: dict[str, Any]) -> None:
             if depth > MAX_DEPTH:
                 errors.setdefault(field, []).append(f"Nested more than {MAX_DEPTH} levels deep.")
                 break
-            if isinstance(item, str) and not _storable(item):
+            if isinstance(item, str) and not storable_text(item):
                 errors.setdefault(field, []).append("Contains a NUL character or invalid Unicode.")
                 break
             if isinstance(item, dict):
@@ -150,7 +126,7 @@ def read_payload(request: HttpRequest) -> dict[str, Any]:
 
 def _parse_json(body: bytes) -> dict[str, Any]:
     try:
-        data = json.loads(body, parse_constant=_reject_constant, parse_float=_finite_float)
+        data = strict_loads(body)
     except RecursionError:
         raise ApiError(400, "Malformed JSON: nested too deeply.") from None
     except ValueError as exc:  # JSONDecodeError, and UnicodeDecodeError for bad bytes

@@ -13,9 +13,7 @@ unauthenticated calls are not: they would let anyone flood the trail, the very
 thing the limit is for (as with login_failed, orchestrator.accounts).
 """
 
-import json
 import logging
-import math
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,7 +30,8 @@ from audit.models import AuditEvent
 from audit.services import audit_context, record_event
 from audit.transfer import parse_record, save_new
 from core import writes
-from core.paging import CursorError, Page, storable_text
+from core.jsonvalues import storable_text, strict_loads
+from core.paging import CursorError, Page
 from leads.intake.api import ApiError, _check_rate, _error_response
 from leads.intake.apikeys import ApiKeyError, authenticate
 from leads.models import ApiKey
@@ -62,21 +61,9 @@ MAX_REASON = 500
 # --- Parsing -------------------------------------------------------------------------
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _finite_float(text: str) -> float:
-    # 1e999 parses to inf, which neither database's JSON column accepts.
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"number {text} is out of range")
-    return value
-
-
 def _loads(raw: bytes) -> Any:
     """JSON as both databases can store it; ValueError (or RecursionError) if not."""
-    return json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
+    return strict_loads(raw)
 
 
 def _unstorable(data: Any) -> str | None:

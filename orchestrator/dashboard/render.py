@@ -14,7 +14,8 @@ from django.shortcuts import render
 from django.utils.cache import patch_vary_headers
 from django_htmx.middleware import HtmxDetails
 
-from core.paging import CursorError, Page, storable_text
+from core.jsonvalues import storable_text
+from core.paging import CursorError, Page
 from core.periods import PRESETS, Period, PeriodError, period_from_request
 
 

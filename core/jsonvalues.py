@@ -1,0 +1,35 @@
+"""JSON from outside, read as both databases can store it.
+
+The lead API, the events API and the legacy import read JSON written by
+others; each must refuse what PostgreSQL or SQLite would refuse later (or
+store differently), with a message, rather than fail in the database.
+"""
+
+import json
+import math
+from typing import Any
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite_float(text: str) -> float:
+    # 1e999 parses to inf, which neither database's JSON column accepts.
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text} is out of range")
+    return value
+
+
+def strict_loads(raw: str | bytes) -> Any:
+    """json.loads refusing NaN, Infinity and numbers out of range: ValueError
+    (json.JSONDecodeError for malformed text), RecursionError when nested too deep."""
+    return json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
+
+
+def storable_text(value: str) -> bool:
+    """Whether a database can store and compare `value`: PostgreSQL refuses NUL in
+    text and jsonb, and a lone surrogate (valid as a JSON escape) has no UTF-8
+    encoding on either database."""
+    return "\x00" not in value and not any("\ud800" <= char <= "\udfff" for char in value)
