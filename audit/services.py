@@ -22,7 +22,7 @@ from django.utils import timezone
 from audit.fingerprints import fingerprint
 from audit.mirror import mirror_events
 from audit.models import AuditEvent
-from audit.signing import event_mac, normalize_json
+from audit.signing import mac_of, normalize_json
 from audit.types import ERROR, validate_event_type
 from core.http import client_ip
 
@@ -169,19 +169,7 @@ def build_event(
         ),
     )
     try:
-        event.mac = event_mac(
-            uuid=str(event_uuid),
-            timestamp=timestamp,
-            event_type=event_type,
-            actor=actor,
-            lead_public_id=lead_public_id,
-            workflow=workflow,
-            correlation_id=correlation_id,
-            details=clean,
-            error_type=error_type,
-            error_message=error_message,
-            traceback=traceback,
-        )
+        event.mac = mac_of(event)
     except (TypeError, ValueError) as exc:
         raise AuditValidationError(f"details are not JSON-serializable: {exc}") from None
     return event
