@@ -9,7 +9,7 @@ import hashlib
 import json
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from django.conf import settings
@@ -92,23 +92,34 @@ def _check_values(payload: dict[str, Any]) -> None:
         raise ApiError(400, errors)
 
 
-def read_payload(request: HttpRequest) -> dict[str, Any]:
-    """The body as a dict, from JSON or a form; raises ApiError (400, 413, 415)."""
+def check_request_head(
+    request: HttpRequest, *, limit: int, accepted: Sequence[str], too_big: ApiError
+) -> str:
+    """The request's content type, once its declared length and type are acceptable.
+
+    Refused before a byte of the body is read, so a large upload costs us nothing."""
     try:
         declared = int(request.META.get("CONTENT_LENGTH") or 0)
     except ValueError:
         declared = 0
-    too_big = ApiError(413, f"The request body is larger than {MAX_BODY_BYTES // 1024} KB.")
-    # Refused before a byte is read, so a large upload costs us nothing.
-    if declared > MAX_BODY_BYTES:
+    if declared > limit:
         raise too_big
     content_type = (request.content_type or "").lower()
-    if content_type not in ACCEPTED_TYPES:
+    if content_type not in accepted:
         raise ApiError(
             415,
             f"Unsupported Content-Type {content_type or '(none)'!r}; "
-            f"send one of: {', '.join(ACCEPTED_TYPES)}.",
+            f"send one of: {', '.join(accepted)}.",
         )
+    return content_type
+
+
+def read_payload(request: HttpRequest) -> dict[str, Any]:
+    """The body as a dict, from JSON or a form; raises ApiError (400, 413, 415)."""
+    too_big = ApiError(413, f"The request body is larger than {MAX_BODY_BYTES // 1024} KB.")
+    content_type = check_request_head(
+        request, limit=MAX_BODY_BYTES, accepted=ACCEPTED_TYPES, too_big=too_big
+    )
     try:
         body = request.body
         if len(body) > MAX_BODY_BYTES:

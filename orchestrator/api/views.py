@@ -32,7 +32,7 @@ from audit.transfer import parse_record, save_new
 from core import writes
 from core.jsonvalues import storable_text, strict_loads
 from core.paging import CursorError, Page
-from leads.intake.api import ApiError, _check_rate, _error_response
+from leads.intake.api import ApiError, _check_rate, _error_response, check_request_head
 from leads.intake.apikeys import ApiKeyError, authenticate
 from leads.models import ApiKey
 from orchestrator.api.schema import openapi_document
@@ -102,20 +102,9 @@ def _read_body(request: HttpRequest) -> tuple[str, bytes]:
     """The content type and the body, within EVENTS_API_MAX_BYTES; ApiError (413, 415)."""
     limit = settings.EVENTS_API_MAX_BYTES
     too_big = ApiError(413, f"The request body is larger than {limit} bytes.")
-    try:
-        declared = int(request.META.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        declared = 0
-    # Refused before a byte is read, so a large upload costs us nothing.
-    if declared > limit:
-        raise too_big
-    content_type = (request.content_type or "").lower()
-    if content_type not in ACCEPTED_TYPES:
-        raise ApiError(
-            415,
-            f"Unsupported Content-Type {content_type or '(none)'!r}; "
-            f"send one of: {', '.join(ACCEPTED_TYPES)}.",
-        )
+    content_type = check_request_head(
+        request, limit=limit, accepted=ACCEPTED_TYPES, too_big=too_big
+    )
     # Read from the stream, not request.body: this limit, not Django's
     # DATA_UPLOAD_MAX_MEMORY_SIZE, is the one that applies here, and no more
     # than one byte past it is ever held in memory.
