@@ -21,7 +21,7 @@ from django.utils import timezone
 from audit import selectors
 from audit.jsonl import event_to_legacy
 from audit.models import AuditEvent
-from audit.transfer import CSV_COLUMNS, csv_safe
+from audit.transfer import CSV_COLUMNS, csv_row
 from core.periods import Period
 from orchestrator.dashboard.filters.events import EventFilter
 from orchestrator.models import ExportJob
@@ -38,13 +38,8 @@ def csv_lines(events: Iterator[AuditEvent]) -> Iterator[str]:
     writer = csv.writer(_Echo())
     yield writer.writerow(CSV_COLUMNS)
     for event in events:
-        # The same columns and cells as `export_audit` writes (audit.transfer).
-        line = event_to_legacy(event)
-        line["details"] = json.dumps(event.details, ensure_ascii=False, sort_keys=True)
-        line["lead_id"] = event.lead_public_id
-        line["workflow"] = event.workflow
-        line["correlation_id"] = event.correlation_id
-        yield writer.writerow([csv_safe(line.get(c) or "") for c in CSV_COLUMNS])
+        # The same columns and cells as `export_audit_log` writes.
+        yield writer.writerow(csv_row(event))
 
 
 def jsonl_lines(events: Iterator[AuditEvent]) -> Iterator[str]:
