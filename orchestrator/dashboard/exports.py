@@ -113,12 +113,19 @@ class _Superseded(Exception):
 
 
 def _claim(job_id: int) -> int | None:
-    """Take a queued job; the attempt number that owns it, or None if not queued.
+    """Take a queued job, or a running one whose writer has shown no progress for
+    as long as a worker may go without a heartbeat (the task handed back by
+    reclaim_abandoned after its worker died); the attempt number that owns it,
+    or None.
 
     A conditional UPDATE: a task enqueued twice (cleanup_exports re-enqueues a
     job it finds abandoned) writes the file once."""
     now = timezone.now()
-    claimed = ExportJob.objects.filter(pk=job_id, status=ExportJob.Status.QUEUED).update(
+    dead = now - timedelta(seconds=settings.HEALTHZ_WORKER_MAX_AGE_SECONDS)
+    claimable = Q(status=ExportJob.Status.QUEUED) | Q(
+        status=ExportJob.Status.RUNNING, progress_at__lt=dead
+    )
+    claimed = ExportJob.objects.filter(claimable, pk=job_id).update(
         status=ExportJob.Status.RUNNING, attempts=F("attempts") + 1, progress_at=now
     )
     if not claimed:

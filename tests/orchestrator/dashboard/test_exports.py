@@ -370,3 +370,22 @@ def test_a_real_worker_writes_the_export_and_takes_over_one_abandoned(
     assert (abandoned.row_count, abandoned.attempts) == (6, 2)
     with open(abandoned.file_path, encoding="utf-8") as handle:
         assert len(handle.readlines()) == 6
+
+
+def test_the_task_handed_back_after_its_worker_died_takes_the_running_job_over(
+    auditor_client, django_capture_on_commit_callbacks, clock, settings
+):
+    """reclaim_abandoned runs the task again; the job it finds is still "running"."""
+    from orchestrator.dashboard.exports import write_export_file
+
+    job = queued_job(auditor_client, django_capture_on_commit_callbacks)
+    ExportJob.objects.filter(pk=job.pk).update(status="running", attempts=1, progress_at=NOW)
+    # Within a heartbeat's grace its writer may be alive: left alone.
+    clock.shift(timedelta(seconds=settings.HEALTHZ_WORKER_MAX_AGE_SECONDS - 1))
+    write_export_file.call(job.pk)
+    job.refresh_from_db()
+    assert (job.status, job.attempts) == ("running", 1)
+    clock.shift(timedelta(seconds=2))
+    write_export_file.call(job.pk)
+    job.refresh_from_db()
+    assert (job.status, job.attempts, job.row_count) == ("done", 2, 6)
