@@ -345,10 +345,12 @@ def test_retry_failed_never_exceeds_the_rate_limit(httpserver, hubspot, web_sour
     assert set(CrmRecord.objects.values_list("status", flat=True)) == {"synced"}
     started = sorted(crm.started)
     assert len(started) == 40  # a search and a create each
-    # So no second holds more than 20 of them after the first (21 requests
-    # 50 ms apart span exactly one second: the fencepost, not a burst).
-    assert max(sum(1 for t in started if s < t <= s + 1) for s in started) <= 20
-    # Four threads unpaced would be done in a fraction of that.
+    # The limiter books starts 50 ms apart; a request is never sent early, but
+    # a busy machine may send one late, which bunches it with the next. So: any
+    # 21 consecutive requests span at least a second, less 200 ms for a late
+    # first one (four unpaced threads would send 21 in a few milliseconds).
+    assert min(b - a for a, b in zip(started, started[20:], strict=False)) >= 1.0 - 0.2
+    # And the whole pass took at least the 39 intervals it must.
     assert started[-1] - started[0] >= 39 * 0.045
 
 
