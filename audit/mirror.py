@@ -14,7 +14,6 @@ which `export_audit_log` can regenerate from the database.
 
 import atexit
 import contextlib
-import json
 import logging
 import os
 import queue
@@ -26,7 +25,7 @@ from pathlib import Path
 from concurrent_log_handler import ConcurrentTimedRotatingFileHandler
 from django.conf import settings
 
-from audit.jsonl import event_to_legacy
+from audit.jsonl import legacy_line_text
 
 log = logging.getLogger("audit.mirror")
 
@@ -65,15 +64,24 @@ class Mirror:
 
     def _reset_writer(self) -> None:
         # Also called in a forked child, which inherits the queue but not the thread.
-        self._queue: queue.SimpleQueue[tuple[Config, list]] = queue.SimpleQueue()
+        # Entries: the config in force, then events to render or lines rendered already.
+        self._queue: queue.SimpleQueue[tuple[Config, list, list[str]]] = queue.SimpleQueue()
         self._pending = 0
         self._idle = threading.Condition()
         self._thread: threading.Thread | None = None
 
     def submit(self, events: list) -> None:
         """Queue committed events for the writer thread; returns at once."""
+        self._put(events, [])
+
+    def submit_lines(self, lines: list[str]) -> None:
+        """Queue committed events' lines, rendered already (the legacy import
+        renders them in its worker processes)."""
+        self._put([], lines)
+
+    def _put(self, events: list, lines: list[str]) -> None:
         config = _current_config()  # the settings in force when the event committed
-        if not config[0]:
+        if not config[0] or not (events or lines):
             return
         with self._idle:
             self._pending += 1
@@ -82,7 +90,7 @@ class Mirror:
                     target=self._drain, name="audit-jsonl-mirror", daemon=True
                 )
                 self._thread.start()
-        self._queue.put((config, events))
+        self._queue.put((config, events, lines))
 
     def _drain(self) -> None:
         while True:
@@ -90,9 +98,9 @@ class Mirror:
             with contextlib.suppress(queue.Empty):
                 while len(batch) < 1000:
                     batch.append(self._queue.get_nowait())
-            for config, events in batch:
+            for config, events, rendered in batch:
                 try:
-                    lines = [json.dumps(event_to_legacy(e), ensure_ascii=False) for e in events]
+                    lines = rendered or [legacy_line_text(e) for e in events]
                 except (TypeError, ValueError):
                     log.exception("audit JSON Lines mirror: could not serialize events")
                 else:

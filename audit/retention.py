@@ -8,7 +8,6 @@ audit_pruned event.
 
 import gzip
 import hashlib
-import json
 import os
 import uuid
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from audit.integrity import (
     seal_all,
     verify_seal,
 )
-from audit.jsonl import event_to_legacy
+from audit.jsonl import legacy_line_text
 from audit.models import AuditEvent, AuditLeadDay, AuditPrune, AuditSeal
 from audit.services import record_event
 from audit.signing import record_mac
@@ -222,7 +221,7 @@ def _write_archive(path: Path, seals: list[AuditSeal], before: datetime) -> str:
         with gzip.GzipFile(fileobj=raw, mode="wb") as gz:
             for seal in seals:
                 for event in _prunable(seal, before).order_by("id").iterator(chunk_size=2000):
-                    line = json.dumps(event_to_legacy(event), ensure_ascii=False) + "\n"
+                    line = legacy_line_text(event) + "\n"
                     gz.write(line.encode())
         raw.flush()
         os.fsync(raw.fileno())

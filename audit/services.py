@@ -22,7 +22,7 @@ from django.utils import timezone
 from audit.fingerprints import fingerprint
 from audit.mirror import mirror_events
 from audit.models import AuditEvent
-from audit.signing import mac_of, normalize_json
+from audit.signing import MAC_FIELDS, content_mac, fields_content, normalize_json
 from audit.types import ERROR, validate_event_type
 from core.http import client_ip
 
@@ -75,18 +75,18 @@ def _check_length(field: str, value: str, limit: int) -> str:
     return value
 
 
-def _clean_details(details: Mapping[str, Any] | None) -> dict[str, Any]:
+def _clean_details(
+    details: Mapping[str, Any] | None, *, normalized: bool = False
+) -> dict[str, Any]:
     if details is None:
         return {}
     if not isinstance(details, Mapping):
         raise AuditValidationError(
             f"details must be a JSON object (a dict), not {type(details).__name__}"
         )
-    # Whether they serialize at all is found by the MAC's canonical JSON
-    # (build_event), not by a second serialization here.
-    if _has_nul(details):
-        raise AuditValidationError("details contain a NUL character, which JSON columns refuse")
-    return normalize_json(dict(details))
+    # Whether they serialize at all, and whether they hold a NUL, is found from
+    # the MAC's canonical JSON (event_fields), not by another walk here.
+    return dict(details) if normalized else normalize_json(dict(details))
 
 
 def _has_nul(value: Any) -> bool:
@@ -105,7 +105,13 @@ def _no_nul(text: str) -> str:
     return text.replace("\x00", "\\x00")
 
 
-def build_event(
+def build_event(**kwargs: Any) -> AuditEvent:
+    """Validate and sign an event without saving it (record_event and bulk import
+    share this); arguments as for event_fields."""
+    return AuditEvent(**event_fields(**kwargs))
+
+
+def event_fields(
     *,
     event_type: str,
     actor: str | None = None,
@@ -122,11 +128,16 @@ def build_event(
     timestamp: datetime | None = None,
     event_uuid: uuid.UUID | None = None,
     allow_unknown_type: bool = False,
-) -> AuditEvent:
-    """Validate and sign an event without saving it (record_event and bulk import share this).
+    normalized: bool = False,
+) -> dict[str, Any]:
+    """An event validated and signed, as its AuditEvent field values (the legacy
+    import builds database rows from these without a model instance).
 
     allow_unknown_type: an imported legacy line keeps a type the vocabulary
-    does not know (the caller has checked it is a usable name)."""
+    does not know (the caller has checked it is a usable name).
+
+    normalized: details come from JSON decoded with normalize_json's folding
+    already applied (audit.transfer), so no second walk is needed."""
     if not allow_unknown_type:
         validate_event_type(event_type)
     actor = _validate_actor(actor if actor is not None else _actor.get())
@@ -137,7 +148,7 @@ def build_event(
     correlation_id = _check_length(
         "correlation_id", correlation_id or _correlation_id.get() or new_correlation_id(), 64
     )
-    clean = _clean_details(details)
+    clean = _clean_details(details, normalized=normalized)
     if exc is not None:
         error_type = error_type or type(exc).__qualname__
         error_message = error_message or str(exc)
@@ -151,28 +162,31 @@ def build_event(
         timestamp = timezone.now()
     elif timezone.is_naive(timestamp):
         raise AuditValidationError("timestamp must be timezone-aware")
-    event_uuid = event_uuid or uuid.uuid4()
-    event = AuditEvent(
-        uuid=event_uuid,
-        timestamp=timestamp,
-        event_type=event_type,
-        actor=actor,
-        lead_public_id=lead_public_id,
-        workflow=workflow,
-        correlation_id=correlation_id,
-        details=clean,
-        error_type=error_type,
-        error_message=error_message,
-        traceback=traceback,
-        fingerprint=fingerprint(
+    fields = {
+        "uuid": event_uuid or uuid.uuid4(),
+        "timestamp": timestamp,
+        "event_type": event_type,
+        "actor": actor,
+        "lead_public_id": lead_public_id,
+        "workflow": workflow,
+        "correlation_id": correlation_id,
+        "details": clean,
+        "error_type": error_type,
+        "error_message": error_message,
+        "traceback": traceback,
+        "fingerprint": fingerprint(
             error_type=error_type, error_message=error_message, traceback=traceback
         ),
-    )
+    }
     try:
-        event.mac = mac_of(event)
+        content = fields_content(fields, normalized=True)
     except (TypeError, ValueError) as exc:
         raise AuditValidationError(f"details are not JSON-serializable: {exc}") from None
-    return event
+    # JSON writes a NUL as \u0000; the walk only runs when that text appears.
+    if "\\u0000" in content and _has_nul(clean):
+        raise AuditValidationError("details contain a NUL character, which JSON columns refuse")
+    fields["mac"] = content_mac(content)
+    return fields
 
 
 def record_event(**kwargs: Any) -> AuditEvent:
@@ -194,25 +208,38 @@ def record_event(**kwargs: Any) -> AuditEvent:
     return event
 
 
-_SQLITE_COLUMNS = (
-    "uuid",
-    "timestamp",
-    "event_type",
-    "actor",
-    "lead_public_id",
-    "workflow",
-    "correlation_id",
-    "details",
-    "error_type",
-    "error_message",
-    "traceback",
-    "fingerprint",
-    "mac",
-)
+# The MAC's fields first, then what is derived from them.
+STORAGE_COLUMNS = (*MAC_FIELDS, "fingerprint", "mac")
 _SQLITE_INSERT = (
-    f"INSERT INTO audit_auditevent ({', '.join(_SQLITE_COLUMNS)}) "
-    f"VALUES ({', '.join('?' * len(_SQLITE_COLUMNS))}) RETURNING id"
+    f"INSERT INTO audit_auditevent ({', '.join(STORAGE_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(STORAGE_COLUMNS))}) RETURNING id"
 )
+
+
+# What JSONField stores on SQLite (json.dumps with no options), built once.
+_STORED_JSON = json.JSONEncoder()
+
+
+def storage_row(fields: Mapping[str, Any]) -> tuple[Any, ...]:
+    """An event's field values (event_fields, or an instance's vars) as the
+    STORAGE_COLUMNS values Django would store, in plain picklable types: the
+    uuid as hex, details as JSON text, the time as SQLite's text or an aware
+    datetime. test_fast_insert_matches_the_orm checks the SQLite side."""
+    return (
+        fields["uuid"].hex,
+        connection.ops.adapt_datetimefield_value(fields["timestamp"]),
+        fields["event_type"],
+        fields["actor"],
+        fields["lead_public_id"],
+        fields["workflow"],
+        fields["correlation_id"],
+        _STORED_JSON.encode(fields["details"]),
+        fields["error_type"],
+        fields["error_message"],
+        fields["traceback"],
+        fields["fingerprint"],
+        fields["mac"],
+    )
 
 
 def _insert_sqlite(event: AuditEvent) -> None:
@@ -224,25 +251,46 @@ def _insert_sqlite(event: AuditEvent) -> None:
     the statement runs in whatever transaction Django has open.
     """
     connection.ensure_connection()
-    params = (
-        event.uuid.hex,
-        connection.ops.adapt_datetimefield_value(event.timestamp),
-        event.event_type,
-        event.actor,
-        event.lead_public_id,
-        event.workflow,
-        event.correlation_id,
-        json.dumps(event.details),
-        event.error_type,
-        event.error_message,
-        event.traceback,
-        event.fingerprint,
-        event.mac,
-    )
+    row = storage_row(vars(event))
     with connection.wrap_database_errors:
-        event.id = connection.connection.execute(_SQLITE_INSERT, params).fetchone()[0]
+        event.id = connection.connection.execute(_SQLITE_INSERT, row).fetchone()[0]
     event._state.adding = False
     event._state.db = connection.alias
+
+
+def insert_rows(rows: list[tuple[Any, ...]]) -> int:
+    """Insert storage_row tuples in the caller's transaction, skipping any whose
+    uuid is stored already (a concurrent import of the same lines); how many
+    were inserted."""
+    if not rows:
+        return 0
+    # PostgreSQL is told the types the plain values stand for.
+    casts = {"uuid": "::uuid", "details": "::jsonb"} if connection.vendor == "postgresql" else {}
+    sql = (
+        f"INSERT INTO audit_auditevent ({', '.join(STORAGE_COLUMNS)}) "
+        f"VALUES ({', '.join('%s' + casts.get(c, '') for c in STORAGE_COLUMNS)}) "
+        "ON CONFLICT (uuid) DO NOTHING"
+    )
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, rows)
+        inserted = cursor.rowcount
+    return inserted if inserted >= 0 else len(rows)
+
+
+def stored_uuids(hexes: list[str]) -> set[str]:
+    """Which of these event uuids (hex) are stored."""
+    found: set[str] = set()
+    with connection.cursor() as cursor:
+        for start in range(0, len(hexes), 900):
+            chunk = hexes[start : start + 900]
+            cast = "::uuid" if connection.vendor == "postgresql" else ""
+            cursor.execute(
+                f"SELECT uuid FROM audit_auditevent WHERE uuid IN "
+                f"({', '.join(['%s' + cast] * len(chunk))})",
+                chunk,
+            )
+            found.update(u.hex if isinstance(u, uuid.UUID) else u for (u,) in cursor.fetchall())
+    return found
 
 
 def insert_events(

@@ -45,66 +45,74 @@ def normalize_json(value: Any) -> Any:
     return value
 
 
-def canonical_json(value: Any) -> str:
-    return json.dumps(
-        normalize_json(value),
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=False,
-        allow_nan=False,
-    )
+# Built once: json.dumps with arguments builds an encoder per call, which was a
+# tenth of the time of signing an event.
+_CANONICAL = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+)
+
+
+def canonical_json(value: Any, *, normalized: bool = False) -> str:
+    """normalized: `value` is known to be in normalize_json's form already."""
+    return _CANONICAL.encode(value if normalized else normalize_json(value))
 
 
 def format_timestamp(ts: datetime) -> str:
-    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    ts = ts.astimezone(UTC)
+    if ts.year < 1000:
+        # What strftime writes for these (no zero padding on this platform), and
+        # therefore what MACs of such events were computed over.
+        return ts.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # The same text for every later year, five times faster than strftime.
+    return ts.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
-def event_mac(
-    *,
-    uuid: str,
-    timestamp: datetime,
-    event_type: str,
-    actor: str,
-    lead_public_id: str,
-    workflow: str,
-    correlation_id: str,
-    details: Any,
-    error_type: str,
-    error_message: str,
-    traceback: str,
-) -> str:
-    content = canonical_json(
-        [
-            str(uuid),
-            format_timestamp(timestamp),
-            event_type,
-            actor,
-            lead_public_id,
-            workflow,
-            correlation_id,
-            details,
-            error_type,
-            error_message,
-            traceback,
-        ]
-    )
+def content_mac(content: str) -> str:
     return hmac.new(signing_key(), content.encode(), hashlib.sha256).hexdigest()
 
 
 def mac_of(event: Any) -> str:
     """Recompute the MAC of a stored AuditEvent."""
-    return event_mac(
-        uuid=str(event.uuid),
-        timestamp=event.timestamp,
-        event_type=event.event_type,
-        actor=event.actor,
-        lead_public_id=event.lead_public_id,
-        workflow=event.workflow,
-        correlation_id=event.correlation_id,
-        details=event.details,
-        error_type=event.error_type,
-        error_message=event.error_message,
-        traceback=event.traceback,
+    return fields_mac({name: getattr(event, name) for name in MAC_FIELDS})
+
+
+MAC_FIELDS = (
+    "uuid",
+    "timestamp",
+    "event_type",
+    "actor",
+    "lead_public_id",
+    "workflow",
+    "correlation_id",
+    "details",
+    "error_type",
+    "error_message",
+    "traceback",
+)
+
+
+def fields_mac(fields: dict[str, Any], *, normalized: bool = False) -> str:
+    """The MAC of an event given as its field values (AuditEvent attribute names)."""
+    return content_mac(fields_content(fields, normalized=normalized))
+
+
+def fields_content(fields: dict[str, Any], *, normalized: bool = False) -> str:
+    """The canonical text an event's MAC is computed over."""
+    return canonical_json(
+        [
+            str(fields["uuid"]),
+            format_timestamp(fields["timestamp"]),
+            fields["event_type"],
+            fields["actor"],
+            fields["lead_public_id"],
+            fields["workflow"],
+            fields["correlation_id"],
+            fields["details"],
+            fields["error_type"],
+            fields["error_message"],
+            fields["traceback"],
+        ],
+        normalized=normalized,
     )
 
 

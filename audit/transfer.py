@@ -3,21 +3,41 @@
 import csv
 import gzip
 import json
+import os
 import re
 import uuid
-from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections import Counter, deque
+from collections.abc import Callable, Container, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
+from functools import partial
+from multiprocessing import get_context
 from pathlib import Path
 from typing import IO, Any
 
+from django.db import transaction
 from jsonschema import Draft202012Validator
 
-from audit.jsonl import LINE_SCHEMA, event_to_legacy, legacy_event_uuid, parse_timestamp
+from audit.jsonl import (
+    LINE_SCHEMA,
+    event_to_legacy,
+    legacy_event_uuid,
+    legacy_line_text,
+    parse_timestamp,
+)
+from audit.mirror import mirror
 from audit.models import AuditEvent
 from audit.selectors import event_list
-from audit.services import AuditValidationError, build_event, insert_events, record_event
+from audit.services import (
+    AuditValidationError,
+    event_fields,
+    insert_events,
+    insert_rows,
+    record_event,
+    storage_row,
+    stored_uuids,
+)
 from audit.types import ERROR, UnknownEventType, known_event_types
 from core.jsonvalues import strict_loads
 
@@ -42,6 +62,8 @@ class ImportReport:
     bad: list[BadLine] = field(default_factory=list)
     # Types kept although the vocabulary does not know them: name -> lines.
     unknown_types: Counter[str] = field(default_factory=Counter)
+    # Given to the events of lines that have none.
+    correlation_id: str = ""
 
     def summary(self) -> list[str]:
         lines = [
@@ -74,15 +96,26 @@ def _error_text(error: Any) -> str:
 
 def parse_line(raw: str, *, correlation_id: str, legacy: bool = True) -> AuditEvent:
     """One line of a legacy log to a signed, unsaved event; ValueError says what is wrong."""
+    return AuditEvent(**line_fields(raw, correlation_id=correlation_id, legacy=legacy))
+
+
+def line_fields(
+    raw: str, *, correlation_id: str, legacy: bool = True, known: Container[str] | None = None
+) -> dict[str, Any]:
+    """parse_line's event as its field values (services.event_fields)."""
     try:
-        data = strict_loads(raw)
+        # Integral floats are folded as they are read, so nothing below walks
+        # the decoded line again to normalize it for signing.
+        data = strict_loads(raw, integral_floats_as_int=True)
     except json.JSONDecodeError as exc:
         raise ValueError(f"not valid JSON ({exc.msg} at column {exc.colno})") from None
     except ValueError as exc:  # NaN, Infinity, a number out of range
         raise ValueError(f"not valid JSON ({exc})") from None
     except RecursionError:
         raise ValueError("not valid JSON (nested too deeply)") from None
-    return parse_record(data, correlation_id=correlation_id, legacy=legacy)
+    return record_fields(
+        data, correlation_id=correlation_id, legacy=legacy, normalized=True, known=known
+    )
 
 
 # Where the legacy logger's callers put an error's parts inside `details`
@@ -137,11 +170,12 @@ def read_legacy(data: dict[str, Any]) -> dict[str, Any]:
     stamp = line.get("timestamp")
     if isinstance(stamp, str):
         try:
-            naive = datetime.fromisoformat(stamp.replace("Z", "+00:00")).tzinfo is None
+            moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
         except ValueError:
-            naive = False  # parse_record says what is wrong with it
-        if naive:
-            line["timestamp"] = stamp + "+00:00"
+            moment = None  # parse_record says what is wrong with it
+        if moment is not None and moment.tzinfo is None:
+            # A date alone reads as its midnight.
+            line["timestamp"] = moment.replace(tzinfo=UTC).isoformat()
     if line.get("event_type") == ERROR:
         line["error_type"] = _text(line.get("error_type")) or _first(details, ERROR_TYPE_KEYS)
         line["error_message"] = _text(line.get("error_message")) or _first(
@@ -193,19 +227,34 @@ def parse_record(data: Any, *, correlation_id: str, legacy: bool = False) -> Aud
     legacy=True reads it as the legacy logger wrote it (read_legacy) and keeps
     an event type the vocabulary does not know; the events API (legacy=False)
     takes the format as documented and known types only."""
+    return AuditEvent(**record_fields(data, correlation_id=correlation_id, legacy=legacy))
+
+
+def record_fields(
+    data: Any,
+    *,
+    correlation_id: str,
+    legacy: bool = False,
+    normalized: bool = False,
+    known: Container[str] | None = None,
+) -> dict[str, Any]:
+    """parse_record's event as its field values. normalized: `data` was read with
+    integral floats folded (strict_loads(integral_floats_as_int=True))."""
     if not isinstance(data, dict):
         raise ValueError(f"line: {type(data).__name__} is not an object")
     # The id comes from the line as written, so that lines imported before
     # read_legacy existed keep theirs and are not imported twice.
     try:
-        event_uuid = legacy_event_uuid(data)
+        event_uuid = legacy_event_uuid(data, normalized=normalized)
     except (ValueError, TypeError, AttributeError) as exc:
         raise ValueError(f"event_id: {exc}") from None
     unknown_type = False
     if legacy:
         data = read_legacy(data)
         kind = data.get("event_type")
-        if isinstance(kind, str) and kind not in known_event_types():
+        if known is None:
+            known = known_event_types()
+        if isinstance(kind, str) and kind not in known:
             if not LEGACY_TYPE_RE.match(kind):
                 raise ValueError(f"event_type: {kind!r} is not a usable type name")
             unknown_type = True
@@ -222,7 +271,7 @@ def parse_record(data: Any, *, correlation_id: str, legacy: bool = False) -> Aud
     except ValueError as exc:
         raise ValueError(f"timestamp: {exc}") from None
     try:
-        return build_event(
+        return event_fields(
             allow_unknown_type=unknown_type,
             event_uuid=event_uuid,
             timestamp=timestamp,
@@ -235,49 +284,147 @@ def parse_record(data: Any, *, correlation_id: str, legacy: bool = False) -> Aud
             error_type=data.get("error_type") or "",
             error_message=data.get("error_message") or "",
             traceback=data.get("traceback") or "",
+            normalized=normalized,
         )
     except (AuditValidationError, UnknownEventType) as exc:
         raise ValueError(str(exc)) from None
 
 
+@dataclass
+class ParsedChunk:
+    """What parse_chunk made of some lines: rows to store, their mirror lines,
+    and the refused lines by number."""
+
+    lines: int = 0
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
+    mirror: list[str] = field(default_factory=list)
+    bad: list[tuple[int, str]] = field(default_factory=list)
+
+
+def parse_chunk(lines: list[tuple[int, bytes]], correlation_id: str) -> ParsedChunk:
+    """Numbered raw lines to storage rows (services.storage_row) and mirror lines.
+
+    Runs in the import's worker processes: it reads settings and the event
+    vocabulary but never the database, and returns plain values."""
+    known = known_event_types()
+    parsed = ParsedChunk()
+    for line_no, raw in lines:
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            parsed.lines += 1
+            parsed.bad.append((line_no, f"not UTF-8 ({exc.reason})"))
+            continue
+        if not text.strip():
+            continue
+        parsed.lines += 1
+        try:
+            fields = line_fields(text, correlation_id=correlation_id, known=known)
+        except ValueError as exc:
+            parsed.bad.append((line_no, str(exc)))
+            continue
+        parsed.rows.append(storage_row(fields))
+        parsed.mirror.append(legacy_line_text(fields))
+    return parsed
+
+
+class _Parser:
+    """parse_chunk over a stream of chunks, in order: in this process (jobs=1)
+    or in `jobs` forked processes while this one inserts, which is what lets
+    an import use both cores of a small machine."""
+
+    def __init__(self, jobs: int, correlation_id: str) -> None:
+        self.jobs = jobs
+        self.correlation_id = correlation_id
+        self.pool: ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> "_Parser":
+        if self.jobs > 1:
+            # Forked, so the workers start with Django set up. They inherit this
+            # process's database connection but never use it, and they leave
+            # through os._exit, which closes nothing on the server's side.
+            self.pool = ProcessPoolExecutor(self.jobs, mp_context=get_context("fork"))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)
+
+    def results(
+        self, chunks: Iterator[tuple[list[tuple[int, bytes]], int]]
+    ) -> Iterator[tuple[ParsedChunk, int]]:
+        if self.pool is None:
+            for lines, position in chunks:
+                yield parse_chunk(lines, self.correlation_id), position
+            return
+        # A few chunks ahead per worker: enough to keep them busy, and memory
+        # stays bounded however large the file.
+        window: deque[tuple[Future[ParsedChunk], int]] = deque()
+        for lines, position in chunks:
+            window.append((self.pool.submit(parse_chunk, lines, self.correlation_id), position))
+            if len(window) > 2 * self.jobs:
+                future, done = window.popleft()
+                yield future.result(), done
+        while window:
+            future, done = window.popleft()
+            yield future.result(), done
+
+
+CHUNK_LINES = 2000
+# Below this much input, starting workers costs more than they save.
+PARALLEL_MIN_BYTES = 4 * 1024 * 1024
+MAX_JOBS = 4
+
+
+def default_jobs(paths: list[Path]) -> int:
+    """One parsing process per CPU (up to MAX_JOBS) for a large import, else none."""
+    if sum(path.stat().st_size for path in paths) < PARALLEL_MIN_BYTES:
+        return 1
+    return max(1, min(os.cpu_count() or 1, MAX_JOBS))
+
+
 def import_files(
     paths: Iterable[Path],
     *,
-    batch_size: int = 2000,
+    batch_size: int = 10_000,
     progress: Callable[[Path, int, int], None] | None = None,
+    jobs: int | None = None,
 ) -> ImportReport:
     """Import valid lines, report bad ones, skip events already present (by event id).
 
     Batches commit one by one: an interrupted import keeps what it did, and
-    running it again picks up the rest.
+    running it again picks up the rest. jobs > 1 parses and signs lines in that
+    many worker processes while this one inserts (default: default_jobs).
     """
     paths = list(paths)
+    if jobs is None:
+        jobs = default_jobs(paths)
     report = ImportReport()
     known = known_event_types()
-    run_correlation = f"import-{uuid.uuid4().hex[:24]}"
-    for path in paths:
-        size = path.stat().st_size
-        pending: dict[uuid.UUID, AuditEvent] = {}
-        with open_binary(path) as handle:
-            raw_file = getattr(handle, "fileobj", None) or handle
-            for line_no, raw in _numbered_lines(handle, path, report):
-                report.lines += 1
-                try:
-                    event = parse_line(raw, correlation_id=run_correlation)
-                except ValueError as exc:
-                    report.bad.append(BadLine(str(path), line_no, str(exc)))
-                    continue
-                if event.uuid in pending:
-                    report.already_present += 1
-                    continue
-                pending[event.uuid] = event
-                if len(pending) >= batch_size:
-                    _flush(pending, report, batch_size, known)
+    run_correlation = report.correlation_id = f"import-{uuid.uuid4().hex[:24]}"
+    with _Parser(jobs, run_correlation) as parser:
+        for path in paths:
+            size = path.stat().st_size
+            pending: dict[str, tuple[tuple[Any, ...], str]] = {}
+            with open_binary(path) as handle:
+                raw_file = getattr(handle, "fileobj", None) or handle
+                chunks = _chunks(handle, path, report, raw_file)
+                for parsed, position in parser.results(chunks):
+                    report.lines += parsed.lines
+                    report.bad.extend(BadLine(str(path), n, why) for n, why in parsed.bad)
+                    for row, line in zip(parsed.rows, parsed.mirror, strict=True):
+                        if row[0] in pending:
+                            report.already_present += 1
+                        else:
+                            pending[row[0]] = (row, line)
+                    if len(pending) >= batch_size:
+                        _flush(pending, report, known)
                     if progress:
-                        progress(path, raw_file.tell(), size)
-        _flush(pending, report, batch_size, known)
-        if progress:
-            progress(path, size, size)
+                        progress(path, position, size)
+            _flush(pending, report, known)
+            if progress:
+                progress(path, size, size)
+    report.bad.sort(key=lambda bad: (paths.index(Path(bad.path)), bad.line_no))
     if report.imported:
         record_event(
             event_type="audit_imported",
@@ -292,23 +439,23 @@ def import_files(
     return report
 
 
-def _numbered_lines(
-    handle: IO[bytes], path: Path, report: ImportReport
-) -> Iterator[tuple[int, str]]:
-    """Non-blank lines with their numbers; undecodable lines and a corrupt tail are reported."""
+def _chunks(
+    handle: IO[bytes], path: Path, report: ImportReport, raw_file: IO[bytes]
+) -> Iterator[tuple[list[tuple[int, bytes]], int]]:
+    """Numbered raw lines, CHUNK_LINES at a time, with the position in the file
+    after each chunk; a corrupt or truncated file is reported where it breaks."""
+    chunk: list[tuple[int, bytes]] = []
     line_no = 0
     try:
         for line_no, raw in enumerate(handle, start=1):
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                report.lines += 1
-                report.bad.append(BadLine(str(path), line_no, f"not UTF-8 ({exc.reason})"))
-                continue
-            if text.strip():
-                yield line_no, text
+            chunk.append((line_no, raw))
+            if len(chunk) >= CHUNK_LINES:
+                yield chunk, raw_file.tell()
+                chunk = []
     except (EOFError, OSError) as exc:
         report.bad.append(BadLine(str(path), line_no + 1, f"file is truncated or corrupt ({exc})"))
+    if chunk:
+        yield chunk, raw_file.tell()
 
 
 def save_new(events: list[AuditEvent], *, batch_size: int = 2000) -> tuple[int, set[uuid.UUID]]:
@@ -322,16 +469,25 @@ def save_new(events: list[AuditEvent], *, batch_size: int = 2000) -> tuple[int, 
 
 
 def _flush(
-    pending: dict[uuid.UUID, AuditEvent], report: ImportReport, batch_size: int, known: Any
+    pending: dict[str, tuple[tuple[Any, ...], str]], report: ImportReport, known: Container[str]
 ) -> None:
+    """Store the pending rows not stored yet, in one transaction; their mirror
+    lines follow the commit."""
     if not pending:
         return
-    imported, existing = save_new(list(pending.values()), batch_size=batch_size)
-    report.already_present += len(existing)
-    report.imported += imported
-    for event in pending.values():
-        if event.uuid not in existing and event.event_type not in known:
-            report.unknown_types[event.event_type] += 1
+    existing = stored_uuids(list(pending))
+    fresh = [(row, line) for key, (row, line) in pending.items() if key not in existing]
+    with transaction.atomic():
+        inserted = insert_rows([row for row, _ in fresh])
+        transaction.on_commit(
+            partial(mirror.submit_lines, [line for _, line in fresh]), robust=True
+        )
+    # Rows a concurrent import stored between the look and the insert were skipped.
+    report.already_present += len(existing) + len(fresh) - inserted
+    report.imported += inserted
+    for row, _ in fresh:
+        if row[2] not in known:
+            report.unknown_types[row[2]] += 1
     pending.clear()
 
 
@@ -381,7 +537,7 @@ def write_export(
     count = 0
     if fmt == "jsonl":
         for event in events:
-            out.write(json.dumps(event_to_legacy(event), ensure_ascii=False) + "\n")
+            out.write(legacy_line_text(event) + "\n")
             count += 1
     elif fmt == "csv":
         writer = csv.writer(out)

@@ -22,10 +22,33 @@ def _finite_float(text: str) -> float:
     return value
 
 
-def strict_loads(raw: str | bytes) -> Any:
+def _finite_number(text: str) -> float | int:
+    value = _finite_float(text)
+    return int(value) if value.is_integer() else value
+
+
+def _hooks(fold: bool) -> dict[str, Any]:
+    return {
+        "parse_constant": _reject_constant,
+        "parse_float": _finite_number if fold else _finite_float,
+    }
+
+
+# Built once: json.loads with hooks builds a decoder per call.
+_DECODERS = {fold: json.JSONDecoder(**_hooks(fold)) for fold in (False, True)}
+
+
+def strict_loads(raw: str | bytes, *, integral_floats_as_int: bool = False) -> Any:
     """json.loads refusing NaN, Infinity and numbers out of range: ValueError
-    (json.JSONDecodeError for malformed text), RecursionError when nested too deep."""
-    return json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
+    (json.JSONDecodeError for malformed text), RecursionError when nested too deep.
+
+    integral_floats_as_int: 2.0 reads as 2, as a PostgreSQL jsonb round trip
+    gives it back (audit.signing.normalize_json), so the result needs no
+    second walk to be signed."""
+    if isinstance(raw, str) and not raw.startswith("\ufeff"):
+        return _DECODERS[integral_floats_as_int].decode(raw)
+    # json.loads detects a byte string's encoding and names a BOM.
+    return json.loads(raw, **_hooks(integral_floats_as_int))
 
 
 def storable_text(value: str) -> bool:

@@ -177,14 +177,25 @@ def imported_events():
 
 @pytest.mark.django_db
 @pytest.mark.parametrize(
-    ("name", "gz"),
-    [("legacy.jsonl", False), ("legacy.jsonl.gz", True), ("gzipped-without-suffix.log", True)],
+    ("name", "gz", "jobs"),
+    [
+        ("legacy.jsonl", False, "1"),
+        ("legacy.jsonl.gz", True, "1"),
+        ("gzipped-without-suffix.log", True, "1"),
+        # Parsed by two worker processes, three lines a chunk: the same result,
+        # reported in line order.
+        ("legacy.jsonl", False, "2"),
+        ("legacy.jsonl.gz", True, "2"),
+    ],
 )
-def test_import_takes_good_lines_and_reports_each_bad_line(tmp_path, name, gz, web_source):
+def test_import_takes_good_lines_and_reports_each_bad_line(
+    tmp_path, name, gz, jobs, web_source, monkeypatch
+):
+    monkeypatch.setattr(transfer, "CHUNK_LINES", 3)
     Lead.objects.create(public_id="LEAD-000001", email="ann@example.com", source=web_source)
     path = mixed_file(tmp_path, name, gz=gz)
 
-    run = run_command("import_audit_log", str(path), "--no-progress")
+    run = run_command("import_audit_log", str(path), "--no-progress", "--jobs", jobs)
 
     # Every bad line, in order, with its 1-based number and the reason; the
     # blank line 7 is not one of them and processing went on to the end.

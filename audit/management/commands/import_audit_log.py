@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from audit.follow import Follower
 from audit.services import record_event
-from audit.transfer import ImportReport, import_files
+from audit.transfer import MAX_JOBS, PARALLEL_MIN_BYTES, ImportReport, import_files
 from core import locks
 
 
@@ -25,7 +25,20 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("paths", nargs="+", type=Path, metavar="PATH")
-        parser.add_argument("--batch-size", type=int, default=2000)
+        parser.add_argument(
+            "--batch-size",
+            type=int,
+            default=10_000,
+            help="Lines per committed transaction (default 10000).",
+        )
+        parser.add_argument(
+            "--jobs",
+            type=int,
+            default=None,
+            help="Processes that parse and sign lines while this one inserts (default: "
+            f"one per CPU up to {MAX_JOBS} for {PARALLEL_MIN_BYTES // 2**20} MB of input or "
+            "more, else 1: parsed here).",
+        )
         parser.add_argument("--no-progress", action="store_true")
         parser.add_argument(
             "--follow",
@@ -52,6 +65,10 @@ class Command(BaseCommand):
         for path in paths:
             if not path.is_file():
                 raise CommandError(f"{path}: no such file")
+        if options["batch_size"] < 1:
+            raise CommandError("--batch-size must be at least 1")
+        if options["jobs"] is not None and not 1 <= options["jobs"] <= 64:
+            raise CommandError("--jobs must be between 1 and 64")
         bars: dict[Path, tqdm] = {}
 
         def progress(path: Path, done: int, total: int) -> None:
@@ -66,7 +83,9 @@ class Command(BaseCommand):
             if done >= total:
                 bar.close()
 
-        report = import_files(paths, batch_size=options["batch_size"], progress=progress)
+        report = import_files(
+            paths, batch_size=options["batch_size"], progress=progress, jobs=options["jobs"]
+        )
         for bad in report.bad:
             self.stderr.write(str(bad))
         self.summarize(report)
