@@ -18,11 +18,24 @@ values differ for events already stored. "2026-12" exists because code moved
 between apps: a frame's file is first mapped back to where that code lived
 when "2026-11" fingerprinted it (CODE_MOVES), so a moved function keeps its
 groups. Moving code again means adding its new path to CODE_MOVES.
+
+"2026-12-07" stops merging different failures of one call: masking every
+number made "POST /crm/v3/objects/contacts returned 400" and "... returned
+500" one group, and the raising frame (CrmConnector.request for both) could
+not tell them apart either. It keeps HTTP status codes (a 3-digit code after
+"HTTP", "status", "returned", "answered", ... or before its reason phrase) and
+endpoints (paths and URLs, with the request method; id-like path segments and
+query strings still masked). With a traceback the group is still the frame,
+plus only those status codes and endpoints: other words of the message do
+not split it. Without one, the message normalized this way. A group whose
+message holds neither keeps the fingerprint "2026-12" gave it, so only the
+groups that merged different failures change (migration 0011 rewrote them).
 """
 
 import hashlib
 import re
 from collections.abc import Callable
+from http import HTTPStatus
 
 _FRAME_RE = re.compile(r'^\s*File "(?P<file>[^"]+)", line \d+, in (?P<func>\S+)', re.MULTILINE)
 _NORMALIZERS = [
@@ -127,6 +140,133 @@ def _project_path_2026_12(path: str) -> str:
     return path
 
 
+# --- "2026-12-07": status codes and endpoints survive the masking -----------------------
+
+_METHODS = "GET|POST|PUT|PATCH|DELETE|HEAD|OPTIONS"
+_STATUS_RE = re.compile(
+    r"\b(?:HTTP(?:/\d(?:\.\d)?)?|status(?:[ _]code)?|returned|answered|responded(?: with)?"
+    r"|response|code|error)[\s:=#]*[1-5]\d\d\b"
+    r"|\b[1-5]\d\d\s+(?:"
+    + "|".join(sorted({re.escape(s.phrase) for s in HTTPStatus if s.phrase}, key=len, reverse=True))
+    + r")\b",
+    re.I,
+)
+# A path needs a non-word character (or nothing) before its "/": "1/2" and "and/or" are
+# not endpoints. A URL keeps its host; the query string is masked whole.
+_PATH_RE = re.compile(
+    rf"(?:\b(?:{_METHODS})\s+)?"
+    r"(?:(?<![\w.\-/:@<>])(?:https?://[\w.\-]+(?::\d+)?)(?:/[\w.~%@+\-]*)*"
+    r"|(?<![\w.\-/:@<>])(?:/[\w.~%@+\-]+)+/?)"
+    r"(?:\?[^\s#]*)?"
+)
+_NAMED_SEGMENT_RE = re.compile(r"^[A-Za-z][A-Za-z_.\-]*\d{0,2}$")  # v3, oauth2, contacts
+_UUID_RE = _NORMALIZERS[1][0]
+_HEX_RE = re.compile(r"^[0-9a-f]{12,}$", re.I)
+_FREE_TEXT = [
+    _NORMALIZERS[1],  # uuid
+    (re.compile(r"\b0x[0-9a-f]+\b", re.I), "<hex>"),
+    *_NORMALIZERS[2:],  # hex, LEAD-123, email, numbers
+]
+
+
+def _segment(segment: str) -> str:
+    if not segment or _NAMED_SEGMENT_RE.match(segment):
+        return segment
+    if "@" in segment:
+        return "<email>"
+    if _UUID_RE.fullmatch(segment):
+        return "<uuid>"
+    if _HEX_RE.match(segment):
+        return "<hex>"
+    return "<id>"
+
+
+def _endpoint(text: str) -> str:
+    """An endpoint with what names one record masked: "PATCH /contacts/<id>?<query>"."""
+    method, _, rest = text.rpartition(" ") if not text.startswith(("/", "http")) else ("", "", text)
+    rest, mark, _query = rest.partition("?")
+    host = ""
+    if rest.startswith(("http://", "https://")):
+        scheme, _, after = rest.partition("://")
+        netloc, slash, path = after.partition("/")
+        name, colon, port = netloc.partition(":")
+        name = "<host>" if re.search(r"\d", name) and not re.search(r"[a-z]", name, re.I) else name
+        host = f"{scheme}://{name}{colon}{'<n>' if port else ''}"
+        rest = slash + path
+    path = "/".join(_segment(s) for s in rest.split("/"))
+    return f"{method.upper() + ' ' if method else ''}{host}{path}{'?<query>' if mark else ''}"
+
+
+def _status(text: str) -> str:
+    return re.sub(r"\s+", " ", text)
+
+
+def _kept(text: str) -> list[tuple[int, int, str]]:
+    """(start, end, normalized text) of each status code and endpoint, in order."""
+    spans = [(m.start(), m.end(), _status(m.group())) for m in _STATUS_RE.finditer(text)]
+    spans += [(m.start(), m.end(), _endpoint(m.group())) for m in _PATH_RE.finditer(text)]
+    kept: list[tuple[int, int, str]] = []
+    for start, end, value in sorted(spans):
+        if kept and start < kept[-1][1]:
+            continue  # a status code inside a path, or a path inside a status match
+        kept.append((start, end, value))
+    return kept
+
+
+def _mask(text: str) -> str:
+    for pattern, replacement in _FREE_TEXT:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def _first_line(message: str) -> str:
+    return message.strip().splitlines()[0] if message.strip() else ""
+
+
+def normalize_message_2026_12_07(message: str) -> str:
+    """The message's first line with ids, emails, uuids, hex, quoted values and numbers
+    masked, but HTTP status codes and endpoints kept (id-like path segments masked)."""
+    text = _NORMALIZERS[0][0].sub(_NORMALIZERS[0][1], _first_line(message))
+    out, at = [], 0
+    for start, end, value in _kept(text):
+        out += [_mask(text[at:start]), value]
+        at = end
+    out.append(_mask(text[at:]))
+    return "".join(out)[:300]
+
+
+def message_signature(message: str) -> str:
+    """Only the status codes and endpoints of a message ("" if it has none)."""
+    text = _NORMALIZERS[0][0].sub(_NORMALIZERS[0][1], _first_line(message))
+    return " ".join(value for _s, _e, value in _kept(text))
+
+
+def _strategy_2026_12_07(error_type: str, error_message: str, traceback: str) -> str:
+    if not (error_type or error_message):
+        return ""
+    frame = _innermost(traceback)
+    if frame:
+        basis = f"{error_type}|{_project_path_2026_12(frame[0])}:{frame[1]}"
+        signature = message_signature(error_message)
+        if signature:
+            basis += f"|{signature}"
+    else:
+        basis = f"{error_type}|{normalize_message_2026_12_07(error_message)}"
+    return hashlib.sha256(basis.encode()).hexdigest()[:16]
+
+
+_MASKED_RUN = re.compile(r"([{\[])\s*(?:<(?:str|n|id|hex|uuid|email)>[\s:,;=]*)+([}\]])")
+
+
+def group_title(error_type: str, error_message: str) -> str:
+    """A group's name: "CrmError: POST /crm/v3/objects/contacts returned 400: {…}"
+    (a JSON body that masking emptied reads as {…})."""
+    message = _MASKED_RUN.sub(r"\1…\2", normalize_message_2026_12_07(error_message))
+    if error_type and message:
+        return f"{error_type}: {message}"
+    return error_type or message
+
+
 def _strategy(project_path: Callable[[str], str]) -> Callable[[str, str, str], str]:
     def compute(error_type: str, error_message: str, traceback: str) -> str:
         if not (error_type or error_message):
@@ -145,8 +285,9 @@ def _strategy(project_path: Callable[[str], str]) -> Callable[[str, str, str], s
 STRATEGIES: dict[str, Callable[[str, str, str], str]] = {
     "2026-11": _strategy(_project_path_2026_11),
     "2026-12": _strategy(_project_path_2026_12),
+    "2026-12-07": _strategy_2026_12_07,
 }
-CURRENT = "2026-12"
+CURRENT = "2026-12-07"
 
 
 def top_frame(traceback: str) -> str:

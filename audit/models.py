@@ -1,5 +1,6 @@
 import uuid
 
+from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
@@ -264,3 +265,55 @@ class ImportPosition(models.Model):
 
     def __str__(self) -> str:
         return f"{self.path} at byte {self.offset}"
+
+
+class ErrorGroupState(models.Model):
+    """What staff decided about one error group (a fingerprint): resolved, ignored, whom
+    it is assigned to. No row means unresolved and unassigned.
+
+    Stored as decided; what it means now is derived when read
+    (audit.error_selectors.group_states): a resolved group with an occurrence after
+    resolved_at has regressed, an ignored group whose condition ran out is unresolved.
+    Changed only through audit.error_groups, which audits each change."""
+
+    class Status(models.TextChoices):
+        UNRESOLVED = "unresolved", "Unresolved"
+        RESOLVED = "resolved", "Resolved"
+        IGNORED = "ignored", "Ignored"
+
+    fingerprint = models.CharField(max_length=16, unique=True)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.UNRESOLVED)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    ignored_at = models.DateTimeField(null=True, blank=True)
+    # Ignored until this moment, or until this many more occurrences; neither: forever.
+    ignore_until = models.DateTimeField(null=True, blank=True)
+    ignore_count = models.PositiveIntegerField(null=True, blank=True)
+    # A foreign key to the user, unlike events: this is working state, not history,
+    # and a deleted account simply leaves the group unassigned.
+    assignee = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=~models.Q(status="resolved") | models.Q(resolved_at__isnull=False),
+                name="audit_errorgroup_resolved_at",
+            ),
+            models.CheckConstraint(
+                condition=~models.Q(status="ignored") | models.Q(ignored_at__isnull=False),
+                name="audit_errorgroup_ignored_at",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(ignore_count__isnull=True) | models.Q(ignore_count__gte=1),
+                name="audit_errorgroup_ignore_count",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"error group {self.fingerprint}: {self.status}"

@@ -91,6 +91,35 @@ def _viewed_summary(details: Mapping[str, Any], event: Any) -> str:
     return f"viewed ({details['view']})" if details.get("view") else "viewed"
 
 
+def _group_summary(action: str) -> Summary:
+    def summary(details: Mapping[str, Any], event: Any) -> str:
+        title = f" {details['title']}" if details.get("title") else ""
+        extra = []
+        if details.get("until"):
+            extra.append(f"until {details['until']}")
+        if details.get("count"):
+            extra.append(f"for {details['count']} more occurrences")
+        if details.get("assignee"):
+            extra.append(f"to {details['assignee']}")
+        if details.get("previous_assignee"):
+            extra.append(f"from {details['previous_assignee']}")
+        tail = f" ({', '.join(extra)})" if extra else ""
+        return f"{action} error group {details.get('fingerprint', '')}{title}{tail}"[:300]
+
+    return summary
+
+
+# The error groups' states (audit.error_groups): who decided what about a group.
+ERROR_GROUP_TYPES = {
+    "error_group_resolved": ("An error group was resolved", "resolved"),
+    "error_group_unresolved": ("An error group was marked unresolved", "unresolved"),
+    "error_group_ignored": ("An error group was ignored", "ignored"),
+    "error_group_unignored": ("An error group was no longer ignored", "unignored"),
+    "error_group_assigned": ("An error group was assigned", "assigned"),
+    "error_group_unassigned": ("An error group was unassigned", "unassigned"),
+}
+
+
 def register_audit_types() -> None:
     register_event_type(
         ERROR, "Error occurred with traceback", category="error", summary=_error_summary
@@ -100,6 +129,8 @@ def register_audit_types() -> None:
     register_event_type("audit_imported", "Events were imported from a legacy log")
     register_event_type("audit_pruned", "Events past retention were archived and deleted")
     register_event_type("login_failed", "A login to the dashboard or admin failed")
+    for name, (label, action) in ERROR_GROUP_TYPES.items():
+        register_event_type(name, label, category="user", summary=_group_summary(action))
 
 
 def text(value: Any) -> str:

@@ -1,4 +1,5 @@
 from django.db import models
+from django.db.models.functions import Lower
 
 
 class WorkerHeartbeat(models.Model):
@@ -48,3 +49,31 @@ class ExportJob(models.Model):
 
     def __str__(self) -> str:
         return f"export #{self.pk} ({self.format}, {self.status})"
+
+
+class SavedView(models.Model):
+    """A named set of event-browser filters (the query string of /events/), its
+    owner's own, or listed for every dashboard user when shared."""
+
+    owner = models.ForeignKey("auth.User", on_delete=models.CASCADE, related_name="saved_views")
+    name = models.CharField(max_length=80)
+    # Already cleaned (orchestrator.dashboard.saved_views.clean_query): only the
+    # browser's filter keys, in one canonical order, so equal filters compare equal.
+    query = models.CharField(max_length=2000, blank=True)
+    shared = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            # "Errors" and "errors" side by side in one menu could not be told apart.
+            models.UniqueConstraint("owner", Lower("name"), name="savedview_owner_name_ci"),
+        ]
+        indexes = [
+            models.Index(
+                fields=["name"], condition=models.Q(shared=True), name="savedview_shared_name"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.owner_id}{', shared' if self.shared else ''})"

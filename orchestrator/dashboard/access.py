@@ -61,6 +61,18 @@ viewer_required = _guard(can_view)
 operator_required = _guard(can_act)
 
 
+def takes_posts(view: View) -> View:
+    """Marks a viewer's view that answers a form's POST (a saved view), beside the
+    operators' actions: the read-only method checks and the view benchmark, which
+    walk the URL conf, leave it to its own tests."""
+    view.takes_posts = True  # type: ignore[attr-defined]
+    return view
+
+
+def answers_posts(view: Any) -> bool:
+    return getattr(view, "dashboard_guard", "") == "can_act" or getattr(view, "takes_posts", False)
+
+
 def actor_for(request: HttpRequest) -> str:
     """The audit actor for what a dashboard user does."""
     return f"user:{request.user.get_username()}"

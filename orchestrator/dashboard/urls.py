@@ -5,6 +5,7 @@ from django.urls import path
 from orchestrator.dashboard.views import analytics, errors, events, overview, workflows
 from orchestrator.dashboard.views import leads as lead_views
 from orchestrator.dashboard.views import reports as report_views
+from orchestrator.dashboard.views import saved_views as saved_view_views
 
 urlpatterns = [
     path("", overview.overview, name="overview"),
@@ -16,9 +17,18 @@ urlpatterns = [
         events.event_export_download,
         name="event-export-download",
     ),
+    path("events/views/", saved_view_views.saved_view_list, name="saved-views"),
+    path("events/views/new/", saved_view_views.saved_view_create, name="saved-view-create"),
+    path("events/views/<int:pk>/", saved_view_views.saved_view_update, name="saved-view-update"),
+    path(
+        "events/views/<int:pk>/delete/",
+        saved_view_views.saved_view_delete,
+        name="saved-view-delete",
+    ),
     path("events/<int:pk>/", events.event_detail, name="event-detail"),
     path("errors/", errors.error_list, name="error-list"),
     path("errors/<str:fingerprint>/", errors.error_detail, name="error-detail"),
+    path("errors/<str:fingerprint>/state/", errors.error_group_state, name="error-group-state"),
     path("leads/", lead_views.lead_list, name="lead-list"),
     # Lead ids come from imports and CRMs too, and may hold a "/": <path:>, and the
     # actions first, so that "<id>/requalify/" is not read as a lead id.

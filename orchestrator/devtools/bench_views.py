@@ -42,6 +42,7 @@ from leads.followups.models import Enrollment, OutboundEmail, Sequence, Sequence
 from leads.models import Lead, LeadSource, Team, TeamMember
 from leads.workflows.models import Workflow, WorkflowRun
 from orchestrator.dashboard import urls as dashboard_urls
+from orchestrator.dashboard.access import answers_posts
 from orchestrator.devtools.sampling import Timing, sample_lead_ids
 from orchestrator.devtools.synthetic import WORKFLOWS, email_for, lead_id_for, name_for
 
@@ -615,8 +616,8 @@ def dashboard_routes() -> list[URLPattern]:
 
 
 def is_action(route: URLPattern) -> bool:
-    # Operator actions are POSTs that change leads (and may call a CRM): not pages.
-    return getattr(route.callback, "dashboard_guard", "") == "can_act"
+    # Operator actions and saved-view forms are POSTs that change state: not pages.
+    return answers_posts(route.callback)
 
 
 def view_samples(*, seed: int) -> dict[str, str]:

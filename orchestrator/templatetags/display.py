@@ -20,8 +20,11 @@ register = template.Library()
 STAMP_FORMAT = "%Y-%m-%d %H:%M:%S %Z"
 
 
-def stamp_text(value: datetime) -> str:
-    """The displayed text of a time (also for places that cannot hold markup)."""
+@register.filter
+def stamp_text(value: datetime | None) -> str:
+    """The displayed text of a time, for places that cannot hold markup (a title)."""
+    if not isinstance(value, datetime):
+        return ""
     return timezone.localtime(value).strftime(STAMP_FORMAT)
 
 

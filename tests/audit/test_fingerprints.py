@@ -9,7 +9,10 @@ from audit.fingerprints import (
     CURRENT,
     STRATEGIES,
     fingerprint,
+    group_title,
+    message_signature,
     normalize_message,
+    normalize_message_2026_12_07,
     top_frame,
 )
 from audit.services import record_event
@@ -34,9 +37,21 @@ def test_the_same_error_at_another_line_is_the_same_group():
     assert fp(traceback=trace(line=61)) == fp(traceback=trace(line=74))
 
 
-def test_the_message_does_not_split_a_group_with_a_traceback():
+def test_the_words_of_a_message_do_not_split_a_group_with_a_traceback():
     a = fp(message="timed out after 10 s", traceback=trace(line=61))
-    assert a == fp(message="HTTP 503 from crm.example", traceback=trace(line=61))
+    assert a == fp(message="gave up after 3 tries", traceback=trace(line=61))
+    # Before "2026-12-07" a status code did not split it either.
+    assert fingerprint(
+        error_type="TransportError",
+        error_message="timed out after 10 s",
+        traceback=trace(line=61),
+        strategy="2026-12",
+    ) == fingerprint(
+        error_type="TransportError",
+        error_message="HTTP 503 from crm.example",
+        traceback=trace(line=61),
+        strategy="2026-12",
+    )
 
 
 def test_another_function_is_another_group():
@@ -168,8 +183,15 @@ def test_an_error_in_moved_code_keeps_its_group(error_type, message, before, aft
         fingerprint(error_type=error_type, error_message=message, traceback=old, strategy="2026-11")
         == pinned
     )
-    # The current strategy gives the moved code's error the group it had.
-    assert fingerprint(error_type=error_type, error_message=message, traceback=new) == pinned
+    # "2026-12" gives the moved code's error the group it had.
+    assert (
+        fingerprint(error_type=error_type, error_message=message, traceback=new, strategy="2026-12")
+        == pinned
+    )
+    # So does the current one, unless its message names a status code ("answered 503"),
+    # which "2026-12-07" deliberately splits on.
+    current = fingerprint(error_type=error_type, error_message=message, traceback=new)
+    assert (current == pinned) == (not message_signature(message))
     # Its display frame names where the code is now.
     assert top_frame(new) == f"{after}:{func}"
 
@@ -197,3 +219,129 @@ def test_a_new_place_for_code_that_did_not_move_is_its_own_group():
     a = one_frame("leads/crm/hubspot.py", "push", "TransportError", "x")
     b = one_frame("leads/crm/pipedrive.py", "push", "TransportError", "x")
     assert fp(traceback=a) != fp(traceback=b)
+
+
+# --- "2026-12-07": HTTP status codes and endpoints split groups ---------------------------
+
+HUBSPOT_400 = (
+    'POST /crm/v3/objects/contacts returned 400: {"status":"error","message":"Property values '
+    'were not valid: invalid email","correlationId":"1b4e28ba-2fa1-11d2-883f-0016d3cca427"}'
+)
+HUBSPOT_400_OTHER_LEAD = (
+    'POST /crm/v3/objects/contacts returned 400: {"status":"error","message":"Property values '
+    'were not valid: bad@","correlationId":"6fa459ea-ee8a-3ca4-894e-db77e160355e"}'
+)
+HUBSPOT_500 = "POST /crm/v3/objects/contacts returned 500: internal error"
+
+
+def crm_frame(message: str) -> str:
+    # Every HubSpot answer is raised at the same line of CrmConnector.request.
+    return one_frame("leads/crm/base.py", "request", "CrmError", message)
+
+
+def both(message: str, other: str, *, traced: bool) -> tuple[str, str]:
+    return (
+        fp("CrmError", message, crm_frame(message) if traced else ""),
+        fp("CrmError", other, crm_frame(other) if traced else ""),
+    )
+
+
+@pytest.mark.parametrize("traced", [True, False], ids=["traceback", "message only"])
+@pytest.mark.parametrize(
+    ("one", "other"),
+    [
+        (HUBSPOT_400, HUBSPOT_500),
+        ("HTTP 503 from crm.example", "HTTP 502 from crm.example"),
+        ("webhook answered 404", "webhook answered 410"),
+        ("POST /crm/v3/objects/contacts returned 500", "POST /crm/v3/objects/deals returned 500"),
+        ("GET /v1/persons/5 returned 500", "PUT /v1/persons/5 returned 500"),
+        ("HTTP/1.1 503 Service Unavailable", "HTTP/1.1 504 Gateway Timeout"),
+    ],
+)
+def test_status_codes_endpoints_and_methods_split_groups(one, other, traced):
+    a, b = both(one, other, traced=traced)
+    assert a != b
+
+
+@pytest.mark.parametrize("traced", [True, False], ids=["traceback", "message only"])
+@pytest.mark.parametrize(
+    ("one", "other"),
+    [
+        ("timeout after 30s for LEAD-000123", "timeout after 31s for LEAD-000999"),
+        (HUBSPOT_400, HUBSPOT_400_OTHER_LEAD),
+        (
+            "PATCH /crm/v3/objects/contacts/12345 returned 409: conflict",
+            "PATCH /crm/v3/objects/contacts/99 returned 409: conflict",
+        ),
+        (
+            "GET https://api.hubapi.com/crm/v3/objects/contacts/ann@acme.example?idProperty=email "
+            "timed out: read timeout=10",
+            "GET https://api.hubapi.com/crm/v3/objects/contacts/bob@x.example?idProperty=email "
+            "timed out: read timeout=30",
+        ),
+        (
+            "DELETE /runs/1b4e28ba-2fa1-11d2-883f-0016d3cca427 returned 500",
+            "DELETE /runs/6FA459EA-EE8A-3CA4-894E-DB77E160355E returned 500",
+        ),
+        ("bounce from ann@acme.example", "bounce from bob.smith+x@other-corp.example.org"),
+        ("no contact 7f3a9c1e22b04d5e8e1a", "no contact 0b1c2d3e4f5a6b7c8d9e"),
+        ("object at 0x7f3a9c1e22b0 failed", "object at 0x55d0aa10 failed"),
+        ("unknown field 'phone' in row 12", 'unknown field "email" in row 7'),
+        ("row 200: 3/4 columns", "row 404: 1/2 columns"),
+    ],
+)
+def test_ids_emails_uuids_hex_quoted_values_and_other_numbers_still_merge(one, other, traced):
+    a, b = both(one, other, traced=traced)
+    assert a == b
+
+
+def test_the_normalized_message_keeps_status_codes_and_endpoints_readable():
+    assert normalize_message_2026_12_07(HUBSPOT_400) == (
+        "POST /crm/v3/objects/contacts returned 400: {<str>:<str>,<str>:<str>,<str>:<str>}"
+    )
+    assert (
+        normalize_message_2026_12_07(
+            "PATCH https://api.hubapi.com/crm/v3/objects/contacts/12345?archived=false returned 404"
+        )
+        == "PATCH https://api.hubapi.com/crm/v3/objects/contacts/<id>?<query> returned 404"
+    )
+    assert normalize_message_2026_12_07("HTTP 503 after 30s") == "HTTP 503 after <n>s"
+    assert message_signature("timeout after 30s for LEAD-000123") == ""
+    assert message_signature(HUBSPOT_500) == "POST /crm/v3/objects/contacts returned 500"
+
+
+def test_a_group_title_is_readable():
+    assert group_title("CrmError", HUBSPOT_400) == (
+        "CrmError: POST /crm/v3/objects/contacts returned 400: {…}"
+    )
+    assert group_title("CrmError", "timeout after 30s for LEAD-000123") == (
+        "CrmError: timeout after <n>s for <id>"
+    )
+    assert group_title("KeyError", "") == "KeyError"
+
+
+def test_groups_without_status_codes_or_endpoints_keep_their_fingerprint():
+    """Their URLs, alert incidents and states survive the new strategy."""
+    for message, traceback in [
+        ("timeout after 30s for LEAD-000123", ""),
+        ("timeout after 30s for LEAD-000123", crm_frame("x")),
+        ("unknown field 'phone' in row 12", ""),
+    ]:
+        kwargs = {"error_type": "CrmError", "error_message": message, "traceback": traceback}
+        assert fingerprint(**kwargs, strategy="2026-12-07") == fingerprint(
+            **kwargs, strategy="2026-12"
+        )
+    # And moved code still maps back (CODE_MOVES) under the new strategy.
+    for error_type, message, _before, after, func, pinned in MOVED_ERRORS:
+        if not message_signature(message):
+            new = one_frame(after, func, error_type, message)
+            assert fingerprint(error_type=error_type, error_message=message, traceback=new) == (
+                pinned
+            )
+
+
+def test_the_current_strategy_is_the_newest():
+    assert CURRENT == "2026-12-07"
+    hubspot = {"error_type": "CrmError", "error_message": HUBSPOT_500, "traceback": ""}
+    assert fingerprint(**hubspot) == fingerprint(**hubspot, strategy="2026-12-07")
+    assert fingerprint(**hubspot) != fingerprint(**hubspot, strategy="2026-12")

@@ -88,6 +88,63 @@ def test_the_back_button_restores_the_table_before_each_filter(logged_in_page, l
     expect(form.locator("input[name=type][value=lead_ingested]")).to_be_checked()
 
 
+def test_typing_a_lead_id_is_one_history_entry_and_back_and_forward_restore_the_form(
+    logged_in_page, live_server, seeded
+):
+    page = logged_in_page
+    ann = seeded["ann"].public_id
+    page.goto(f"{live_server.url}/events/?range=7d")
+    everything = db_ids()
+    rows = page.locator("tr.event-row")
+    expect(rows).to_have_count(len(everything))
+    entries = page.evaluate("history.length")
+    lead_box = page.locator("form#event-filters input[name=lead]")
+
+    # Typing fires keyup, then leaving the box fires change: one edit, one entry.
+    lead_box.press_sequentially(ann.lower(), delay=20)
+    expect(page).to_have_url(re.compile(rf"lead={ann.lower()}"))
+    lead_box.blur()
+    page.locator("form#event-filters").get_by_role("button", name="Apply").click()
+    mine = db_ids(lead_public_id=ann)
+    expect(rows).to_have_count(len(mine))  # the id matched whatever its case
+    page.wait_for_timeout(500)
+    assert page.evaluate("history.length") == entries + 1
+
+    page.go_back()
+    expect(page).to_have_url(re.compile(r"/events/\?range=7d$"))
+    expect(rows).to_have_count(len(everything))
+    expect(lead_box).to_have_value("")
+
+    page.go_forward()
+    expect(rows).to_have_count(len(mine))
+    expect(lead_box).to_have_value(ann.lower())
+
+
+def test_a_range_preset_keeps_the_filters_chosen_after_the_page_loaded(
+    logged_in_page, live_server, seeded
+):
+    page = logged_in_page
+    page.goto(f"{live_server.url}/events/?range=7d")
+    form = page.locator("form#event-filters")
+    form.locator("input[name=type][value=error]").check()
+    expect(page).to_have_url(re.compile(r"type=error"))
+
+    page.locator("form.rangebar").get_by_role("link", name="30d").click()
+    expect(page).to_have_url(re.compile(r"range=30d"))
+    assert query(page)["type"] == ["error"]
+    expect(form.locator("input[name=type][value=error]")).to_be_checked()
+    expect(page.locator("tr.event-row")).to_have_count(len(db_ids(event_type="error")))
+
+    # And the custom range, applied after another filter change, keeps both.
+    form.locator("input[name=type][value=lead_ingested]").check()
+    expect(page).to_have_url(re.compile(r"type=lead_ingested"))
+    custom = page.locator("form.rangebar details.custom-range")
+    custom.locator("summary").click()
+    custom.get_by_role("button", name="Apply").click()
+    expect(page).to_have_url(re.compile(r"range=custom"))
+    assert sorted(query(page)["type"]) == ["error", "lead_ingested"]
+
+
 def details_of(page, event_id: int):
     row = f'tr.event-row[data-event-id="{event_id}"]'
     # Inside the row, or in a row of its own right after it.

@@ -38,7 +38,7 @@ class LeadFilter(django_filters.FilterSet):
         max_length=SEARCH_MAX_LENGTH,
         validators=[validate_searchable],
         widget=forms.TextInput(
-            attrs={"type": "search", "placeholder": "email, name or company starts with…"}
+            attrs={"type": "search", "placeholder": "part of an email, name or company; a lead id"}
         ),
     )
     status = django_filters.ChoiceFilter(choices=Lead.Status.choices, empty_label="any")

@@ -1,12 +1,10 @@
 """Reads for the dashboard's lead pages.
 
-The list pages with a keyset over (created_at, id), newest first, and never
-counts: a page costs the same on a hundred leads and on a million. Search is
-by prefix only (exact for a public id), so each term is an index range.
+The list pages with a keyset over (created_at, id), newest first, and counts
+only up to a cap: a page costs the same on a hundred leads and on a million.
 """
 
 import re
-import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -26,7 +24,6 @@ PAGE_SIZE = 50
 LEAD_KEYS = ("-created_at", "-id")
 SEARCH_MIN_LENGTH = 2
 SEARCH_MAX_LENGTH = 100
-SEARCH_CANDIDATES = 1000
 # A lead with more events than this shows its latest ones; the event browser has the rest.
 # 100 keeps the page fast (each entry costs template time) and still shows weeks of a
 # busy lead's history.
@@ -38,57 +35,30 @@ PUBLIC_ID_RE = re.compile(rf"^{PUBLIC_ID_PREFIX}\d+$", re.IGNORECASE)
 # --- The list ---------------------------------------------------------------------------
 
 
-def _successor(prefix: str) -> str | None:
-    """The smallest string above every string that starts with `prefix` (None: no
-    string is, the prefix is all U+10FFFF). Surrogates are skipped: they have no UTF-8
-    spelling a database could compare."""
-    stripped = prefix.rstrip(chr(sys.maxunicode))
-    if not stripped:
-        return None
-    following = ord(stripped[-1]) + 1
-    if 0xD800 <= following <= 0xDFFF:
-        following = 0xE000
-    return stripped[:-1] + chr(following)
-
-
-def _prefix(expression: str, prefix: str) -> Q:
-    # The range is what an index can serve on every database and collation; the
-    # startswith keeps the answer exact wherever the collation is not bytewise.
-    bounds = {f"{expression}__gte": prefix}
-    successor = _successor(prefix)
-    if successor is not None:
-        bounds[f"{expression}__lt"] = successor
-    return Q(**bounds, **{f"{expression}__startswith": prefix})
-
-
 def lead_search(qs: QuerySet[Lead], *, text: str) -> QuerySet[Lead]:
-    """Leads whose public id is `text`, or whose email, name or company starts with it
-    (ignoring case). Text with an @ searches emails only."""
+    """Leads whose public id is `text` (any case), or whose email, name or company
+    contains it, ignoring case: "acme" finds ann@acme.example and "Acme GmbH".
+
+    No index serves a substring, so the list's newest-first walk tests each lead
+    of the date range until a page is full: a common word fills it within the
+    first rows, a rare one reads the range's leads once (bounded by the range,
+    and the created filter says how far)."""
     text = text.strip().lower()
     if PUBLIC_ID_RE.match(text):
         return qs.filter(public_id=text.upper())
     # Emails are stored lower-case (leads.services.normalize_email): no Lower() needed.
-    terms = [_prefix("email", text)]
-    if "@" not in text:
-        terms += [_prefix("name_lower", text), _prefix("company_lower", text)]
-    matching = Lead.objects.alias(name_lower=Lower("name"), company_lower=Lower("company"))
-    # A rare prefix would have the newest-first walk read every lead to fill a page,
-    # so its few matches are looked up by index first. A common one (more than
-    # SEARCH_CANDIDATES matches) fills a page within the first rows of that walk.
-    candidates: set[int] = set()
-    for term in terms:
-        ids = list(
-            matching.filter(term).order_by().values_list("pk", flat=True)[: SEARCH_CANDIDATES + 1]
-        )
-        if len(ids) > SEARCH_CANDIDATES:
-            any_term = Q()
-            for t in terms:
-                any_term |= t
-            return qs.alias(name_lower=Lower("name"), company_lower=Lower("company")).filter(
-                any_term
-            )
-        candidates.update(ids)
-    return qs.filter(pk__in=sorted(candidates))
+    return qs.alias(name_lower=Lower("name"), company_lower=Lower("company")).filter(
+        Q(email__contains=text) | Q(name_lower__contains=text) | Q(company_lower__contains=text)
+    )
+
+
+# Totals above this read "10,000+": counting on would cost more than the page.
+COUNT_CAP = 10_000
+
+
+def capped_count(qs: QuerySet[Any], *, cap: int = COUNT_CAP) -> int:
+    """How many rows `qs` has, reading at most cap + 1 of them (cap + 1 means "more")."""
+    return qs.order_by()[: cap + 1].count()
 
 
 def lead_page(

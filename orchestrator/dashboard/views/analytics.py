@@ -37,6 +37,7 @@ def analytics(request: HttpRequest) -> HttpResponse:
             labels=[s.label for s in stages],
             series=[Series(name="Leads", values=[s.count for s in stages])],
             title="Leads reaching each stage",
+            noun=("lead", "leads"),
             stacked=False,
         )
     if "sources" in wanted:

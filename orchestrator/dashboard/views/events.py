@@ -50,6 +50,7 @@ from orchestrator.dashboard.render import (
 )
 from orchestrator.dashboard.selectors import suggestions
 from orchestrator.models import ExportJob
+from orchestrator.templatetags.display import stamp_text
 
 PAGE_SIZE = 50
 # A live-tail poll that fell behind catches up this many events at a time.
@@ -67,7 +68,6 @@ FRAGMENTS = ("event-table", "event-histogram")
 # Query parameters that place a request in the list rather than filter it.
 POSITION_PARAMS = ("cursor", "after")
 PERIOD_PARAMS = ("range", "since", "until")
-BUCKET_LABELS = {"hour": "%d %b %H:00", "day": "%d %b", "week": "wk %d %b"}
 
 
 def _filters(request: HttpRequest, period: Period) -> EventFilter:
@@ -118,8 +118,8 @@ def _with_display(events: list[AuditEvent], params: QueryDict) -> list[AuditEven
             "details": pretty,
             "summary": summary if len(summary) <= 80 else summary[:79] + "…",
             "url": detail_url.format(event.id),
-            # As the template's |date would show it: in the current time zone.
-            "when": f"{timezone.localtime(event.timestamp):%Y-%m-%d %H:%M:%S}",
+            # As |stamp shows times everywhere (orchestrator.templatetags.display).
+            "when": stamp_text(event.timestamp),
             "lead_url": filter_base["lead"] + quote(event.lead_public_id),
             "correlation_url": filter_base["correlation"] + quote(event.correlation_id),
         }
@@ -167,12 +167,14 @@ def _histogram(
     for bucket in volume.buckets:
         narrowed = period.narrowed(max(bucket, start), min(bucket + period.step, end))
         links.append(_list_url(base, **narrowed))
-    labels = [b.strftime(BUCKET_LABELS[period.unit]) for b in volume.buckets]
+    buckets = [(max(b, period.start), min(b + period.step, period.end)) for b in volume.buckets]
     title = f"Events per {period.unit}"
     chart = bar_chart(
-        labels=labels,
+        buckets=buckets,
+        unit=period.unit,
         series=[Series("events", values, links=links)],
         title=title,
+        noun=("event", "events"),
     )
     return {"chart": chart, "title": title, "total": sum(values)}
 

@@ -29,8 +29,10 @@ from orchestrator.dashboard.render import (
     wanted_fragment,
 )
 from orchestrator.dashboard.selectors.leads import (
+    COUNT_CAP,
     PAGE_SIZE,
     Timeline,
+    capped_count,
     latest_lead_events,
     lead_by_public_id,
     lead_crm,
@@ -40,6 +42,7 @@ from orchestrator.dashboard.selectors.leads import (
     routing_event,
     score_view,
 )
+from orchestrator.templatetags.display import stamp_text
 
 LIST_TEMPLATE = "dashboard/lead_list.html"
 DETAIL_TEMPLATE = "dashboard/lead_detail.html"
@@ -56,7 +59,13 @@ def lead_list(request: HttpRequest) -> HttpResponse:
     page = requested_page(
         request, lambda cursor: lead_page(filters.qs, cursor=cursor, size=PAGE_SIZE)
     )
-    context = {"filters": filters, "page": page, "page_size": PAGE_SIZE}
+    context = {
+        "filters": filters,
+        "page": page,
+        "page_size": PAGE_SIZE,
+        "total": capped_count(filters.qs, cap=COUNT_CAP),
+        "count_cap": COUNT_CAP,
+    }
     return render_page(
         request, LIST_TEMPLATE, context, nav="leads", period=period, fragment="lead-table"
     )
@@ -77,7 +86,7 @@ def _timeline(lead: Lead) -> Timeline:
         event = entry.event
         utc = event.timestamp.astimezone(UTC)
         entry.iso = utc.isoformat()
-        entry.utc_text = f"{utc:%Y-%m-%d %H:%M:%S}"
+        entry.utc_text = stamp_text(event.timestamp)
         entry.ago = naturaltime(event.timestamp)
         entry.detail_url = reverse("event-detail", kwargs={"pk": event.pk})
         if event.correlation_id:

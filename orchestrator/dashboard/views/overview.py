@@ -26,15 +26,6 @@ from orchestrator.dashboard.selectors import overview as selectors
 TEMPLATE = "dashboard/overview.html"
 
 
-def _label(period: Period, start: datetime) -> str:
-    if period.unit == "hour":
-        # The day once per day, so a 48-hour axis stays readable.
-        return f"{start:%a %H:%M}" if start.hour == 0 else f"{start:%H:%M}"
-    if period.unit == "day":
-        return f"{start:%b %d}"
-    return f"wk {start:%b %d}"
-
-
 def _duration(span: timedelta) -> str:
     seconds = max(0, round(span.total_seconds()))
     if seconds < 60:
@@ -87,9 +78,11 @@ def _volume(request: HttpRequest, period: Period) -> dict[str, Any]:
     def render() -> str:
         links = [_events_url(period, a, b, type="lead_ingested") for a, b in volume.buckets]
         return bar_chart(
-            labels=[_label(period, a) for a, _b in volume.buckets],
+            buckets=volume.buckets,
+            unit=period.unit,
             series=[Series(s.name, s.values, links=links) for s in volume.series],
-            title="New leads by source",
+            title=f"New leads per {period.unit}, by source",
+            noun=("new lead", "new leads"),
         )
 
     svg = selectors.cached("volume-svg", period, render)
@@ -102,9 +95,11 @@ def _errors(request: HttpRequest, period: Period) -> dict[str, Any]:
 
     def render() -> str:
         return bar_chart(
-            labels=[_label(period, a) for a, _b in errors.buckets],
+            buckets=errors.buckets,
+            unit=period.unit,
             series=[Series("Errors", errors.counts, links=links, marked=errors.spikes)],
-            title="Errors",
+            title=f"Errors per {period.unit}",
+            noun=("error", "errors"),
         )
 
     rule = errors.rule

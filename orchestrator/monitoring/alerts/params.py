@@ -35,6 +35,10 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "max_groups": {"type": "integer", "minimum": 1, "maximum": 500},
         },
     },
+    "error_regressed": {
+        # A bad deploy can bring back many resolved groups at once: one alert each, capped.
+        "properties": {"max_groups": {"type": "integer", "minimum": 1, "maximum": 500}},
+    },
     "crm_failures": {
         "properties": {
             "window_minutes": MINUTES,
@@ -87,6 +91,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
 DEFAULTS: dict[str, dict[str, Any]] = {
     "error_spike": {"window_minutes": 15, "baseline_days": 7, "multiplier": 3.0, "min_count": 10},
     "new_error_group": {"window_minutes": 60, "max_groups": 20},
+    "error_regressed": {"max_groups": 20},
     "crm_failures": {"window_minutes": 60, "threshold": 5},
     "inbox_failing": {"window_minutes": 15, "min_failures": 1},
     "queue_stalled": {"max_age_minutes": 15},
@@ -112,6 +117,7 @@ RULE_KINDS: Registry[Evaluator] = Registry(
     {
         "error_spike": ("Error spike", f"{RULES}.error_spike"),
         "new_error_group": ("New error group", f"{RULES}.new_error_group"),
+        "error_regressed": ("Resolved error came back", f"{RULES}.error_regressed"),
         "crm_failures": ("CRM sync failures", f"{RULES}.crm_failures"),
         "inbox_failing": ("Inbox poll failing", f"{RULES}.inbox_failing"),
         "queue_stalled": ("Task queue not draining", f"{RULES}.queue_stalled"),

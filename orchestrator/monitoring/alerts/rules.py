@@ -25,6 +25,7 @@ from django.db.models import Count, Max, Min, Q, QuerySet
 from django.urls import NoReverseMatch, reverse
 from django_tasks_db.models import DBTaskResult, get_date_max
 
+from audit import error_selectors
 from audit import selectors as audit_selectors
 from audit.models import AuditEvent
 from leads.crm.models import CrmConnection
@@ -160,6 +161,44 @@ def new_error_group(params: dict[str, Any], now: datetime) -> dict[str, Finding]
                 "first_seen": row["first"].isoformat(),
                 "count": row["n"],
                 "workflow": sample.get("workflow", ""),
+            },
+            path=_path("error-detail", fp),
+        )
+    return found
+
+
+def error_regressed(params: dict[str, Any], now: datetime) -> dict[str, Finding]:
+    """Resolved error groups that occurred again (error_selectors.regressed_groups), one
+    incident per fingerprint while it stays regressed; resolving it again, unresolving
+    or ignoring it ends the incident."""
+    found: dict[str, Finding] = {}
+    for fp, state, again in error_selectors.regressed_groups(now=now):
+        if len(found) >= params["max_groups"]:
+            break
+        occurrences = errors().filter(
+            fingerprint=fp, timestamp__gt=state.resolved_at, timestamp__lte=now
+        )
+        latest = occurrences.order_by("-timestamp", "-id").only("pk", "timestamp").first()
+        if latest is None or state.resolved_at is None:
+            continue  # pruned since regressed_groups() read it
+        title = error_selectors.latest_title(fp)
+        count = occurrences.count()
+        found[fp] = Finding(
+            summary=(
+                f"Resolved error came back: {title[:200]} ({count} occurrences since it was "
+                f"resolved at {state.resolved_at:%Y-%m-%d %H:%M} UTC"
+                + (f"; assigned to {state.assignee}" if state.assignee else "")
+                + ")"
+            ),
+            details={
+                "fingerprint": fp,
+                "title": title,
+                "resolved_at": state.resolved_at.isoformat(),
+                "regressed_at": again.isoformat(),
+                "occurrences_since": count,
+                "last_seen": latest.timestamp.isoformat(),
+                "assignee": state.assignee,
+                "event_id": latest.pk,
             },
             path=_path("error-detail", fp),
         )

@@ -60,6 +60,7 @@ def test_some_views_are_operator_only():
         "lead-requalify",
         "lead-retry-crm",
         "lead-cancel-sequence",
+        "error-group-state",
     }
 
 

@@ -5,7 +5,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import time_machine
-from django.core.cache import cache
 from django.urls import reverse
 
 from audit.services import record_event
@@ -20,10 +19,8 @@ SINCE = NOW - timedelta(days=7)
 
 
 @pytest.fixture(autouse=True)
-def fresh_cache(db):
-    cache.clear()
-    yield
-    cache.clear()
+def _fresh_cache(fresh_cache):
+    pass
 
 
 @pytest.fixture

@@ -1,14 +1,19 @@
 """Server-side charts are safe under the CSP: no script, no <style>, no style attributes."""
 
+from datetime import UTC, datetime, timedelta
 from xml.etree import ElementTree as ET
 
 from orchestrator.dashboard.charts import (
+    CSS_MARKER,
     CSS_PATH,
     SPIKE_COLOUR,
     SVG_NS,
     Series,
     bar_chart,
+    bucket_label,
+    bucket_range,
     chart_css,
+    ticks,
 )
 
 XLINK = "{http://www.w3.org/1999/xlink}href"
@@ -30,8 +35,11 @@ def chart(**kwargs):
     return bar_chart(**{**defaults, **kwargs})
 
 
-def parse(svg: str) -> ET.Element:
-    return ET.fromstring(svg)
+def parse(html: str) -> ET.Element:
+    """The chart's <svg>, inside the box its label queries measure."""
+    box = ET.fromstring(html)
+    assert box.tag == "div" and box.get("class") == "chart-box"
+    return box.find(f"{{{SVG_NS}}}svg")
 
 
 def bars(root: ET.Element) -> list[ET.Element]:
@@ -50,7 +58,9 @@ def test_the_svg_has_no_script_no_style_element_and_no_style_attributes():
 
 def test_the_static_chart_stylesheet_is_up_to_date():
     # Regenerate with orchestrator.dashboard.charts.write_chart_css() after changing STYLE or pygal.
-    assert CSS_PATH.read_text() == chart_css()
+    generated, marker, ours = CSS_PATH.read_text().partition(CSS_MARKER)
+    assert generated == chart_css()
+    assert marker and "svg.chart" in ours
     assert "svg.chart .axis text" in chart_css()
     assert "#chart-" not in chart_css()
 
@@ -68,6 +78,10 @@ def test_the_title_is_the_accessible_name_and_escaped():
     svg = chart()
     assert parse(svg).get("aria-label") == "Errors <per day>"
     assert "Errors <per day>" not in svg
+    # Not pygal's "Pygal" title: the chart's own, as the first child.
+    root = parse(svg)
+    assert root[0].tag == f"{{{SVG_NS}}}title" and root[0].text == "Errors <per day>"
+    assert "pygal" not in svg.lower()
 
 
 def test_marked_bars_use_the_spike_colour_and_others_do_not():
@@ -86,3 +100,46 @@ def test_a_stacked_chart_links_every_series():
     )
     assert [a.get(XLINK) for a in bars(parse(svg))] == ["/a?1", "/a?2", "/a?1", "/a?2"]
     assert SPIKE_COLOUR not in svg
+
+
+def test_count_ticks_are_whole_numbers_and_reach_the_top():
+    assert ticks(1) == [0, 1]
+    assert ticks(3) == [0, 1, 2, 3]
+    assert ticks(0) == [0, 1]
+    assert ticks(47) == [0, 10, 20, 30, 40, 50]
+    assert all(isinstance(t, int) for t in ticks(7))
+    assert ticks(0.9, integer=False)[-1] >= 0.9
+
+
+def test_a_count_chart_with_few_events_has_no_fractional_ticks():
+    svg = chart(series=[Series("Errors", [0, 1, 0])])
+    y_labels = [t.text for t in parse(svg).iter(f"{{{SVG_NS}}}text") if t.get("class") == "y-label"]
+    assert y_labels and all("." not in label for label in y_labels), y_labels
+
+
+def test_each_bar_is_named_by_its_value_and_range():
+    start = datetime(2026, 12, 7, 13, 0, tzinfo=UTC)
+    buckets = [(start + timedelta(hours=i), start + timedelta(hours=i + 1)) for i in range(3)]
+    svg = bar_chart(
+        title="Errors per hour",
+        buckets=buckets,
+        unit="hour",
+        series=[Series("Errors", [1, 1234, 0], links=["/a", "/b", "/c"])],
+        noun=("error", "errors"),
+    )
+    names = [a[0].text for a in bars(parse(svg))]
+    assert names == [
+        "1 error, 2026-12-07 13:00\u201314:00 UTC",
+        "1,234 errors, 2026-12-07 14:00\u201315:00 UTC",
+        "0 errors, 2026-12-07 15:00\u201316:00 UTC",
+    ]
+
+
+def test_bucket_labels_have_one_format_per_unit():
+    monday = datetime(2026, 12, 7, tzinfo=UTC)
+    assert bucket_label(monday, "day") == "Dec 7"
+    assert bucket_label(monday, "week") == "Dec 7"
+    assert bucket_label(monday, "hour") == "Dec 7"
+    assert bucket_label(monday.replace(hour=14), "hour") == "14:00"
+    assert bucket_range(monday, monday + timedelta(days=1)) == "2026-12-07 UTC"
+    assert bucket_range(monday, monday + timedelta(days=7)) == "2026-12-07 \u2013 2026-12-13 UTC"

@@ -5,7 +5,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import time_machine
-from django.core.cache import cache
 from django.urls import reverse
 
 from audit import error_selectors
@@ -63,10 +62,8 @@ def errors_by_pk(pk: str) -> AuditEvent:
 
 
 @pytest.fixture(autouse=True)
-def fresh_cache(db):
-    cache.clear()
-    yield
-    cache.clear()
+def _fresh_cache(fresh_cache):
+    pass
 
 
 @pytest.fixture
@@ -157,7 +154,8 @@ def test_error_list_period_excludes_older_errors(auditor_client, errors, now):
 
 
 def test_error_list_empty_and_bad_sort(auditor_client, db, now):
-    assert "No errors in the last 7d" in auditor_client.get(reverse("error-list")).content.decode()
+    html = auditor_client.get(reverse("error-list")).content.decode()
+    assert "No unresolved errors in the last 7d" in html
     response = auditor_client.get(reverse("error-list") + "?sort=bogus")
     assert response.status_code == 400
     assert "sort must be one of count, last_seen" in response.content.decode()

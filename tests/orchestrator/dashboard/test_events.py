@@ -172,6 +172,11 @@ def test_filter_by_error_group(auditor_client, url):
     response = auditor_client.get(url, {"fingerprint": first.fingerprint})
     assert row_ids(response.content) == [second.id, first.id]
     assert b'name="fingerprint" value="' + first.fingerprint.encode() in response.content
+    # Each error row links to its group (over the same range); other rows do not.
+    html = auditor_client.get(url, {"range": "30d"}).content.decode()
+    group_url = reverse("error-detail", args=[first.fingerprint]) + "?range=30d"
+    assert html.count(f'class="error-group-link" href="{group_url}"') == 2
+    assert html.count('class="error-group-link"') == 3
 
 
 def test_text_search_in_details_ignores_case_and_finds_quotes_and_accents(auditor_client, url):
@@ -297,6 +302,45 @@ def test_counts_come_from_rollups_once_sealed_and_add_the_unsealed_tail(auditor_
     counted = auditor_client.get(url, {"type": "email_sent", "actor": "system"})
     assert facet_count(counted.content, "email_sent") == 6
     assert histogram_total(counted.content) == 6
+
+
+@pytest.mark.parametrize("typed", ["LEAD-000042", "lead-000042", " Lead-000042 "])
+def test_the_lead_filter_ignores_case(auditor_client, url, typed):
+    wanted = event(lead_id="LEAD-000042")
+    legacy = event(timedelta(minutes=5), lead_id="lead-000042")  # imported as written
+    event(timedelta(minutes=10), lead_id="LEAD-000043")
+    response = auditor_client.get(url, {"lead": typed})
+    assert row_ids(response.content) == [legacy.id, wanted.id]
+
+
+def test_the_table_header_gives_the_total_with_thousands_separators(
+    auditor_client, url, monkeypatch
+):
+    for i in range(3):
+        event(timedelta(minutes=i + 1), actor="user:ann")
+    event(timedelta(minutes=9), actor="system")
+    html = auditor_client.get(url, {"actor": "user:ann"}).content.decode()
+    assert '<span class="total">3 events</span> in' in html
+    # Counted from the events up to the scan limit: the total says it stopped.
+    monkeypatch.setattr("orchestrator.dashboard.views.events.SCAN_LIMIT", 2)
+    html = auditor_client.get(url, {"actor": "user:ann", "range": "30d"}).content.decode()
+    assert '<span class="total">2+ events</span>' in html
+    # Rollups count exactly, however many.
+    monkeypatch.setattr(
+        "orchestrator.dashboard.views.events._volume",
+        lambda filterset, period: _volume_of(period, 12480),
+    )
+    html = auditor_client.get(url, {"range": "7d"}).content.decode()
+    assert '<span class="total">12,480 events</span>' in html
+
+
+def _volume_of(period, n):
+    from audit.selectors import EventVolume
+
+    bucket = period.start
+    volume = EventVolume(buckets=[bucket])
+    volume.add(bucket, "lead_ingested", n)
+    return volume
 
 
 def test_counts_from_events_say_when_they_stop_at_the_scan_limit(auditor_client, url, monkeypatch):

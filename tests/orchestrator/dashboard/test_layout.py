@@ -19,6 +19,15 @@ def test_every_page_names_an_icon_that_exists(auditor_client):
     assert finders.find("dashboard/favicon.svg")
 
 
+def test_favicon_ico_leads_to_the_icon_without_a_login(client):
+    # Asked for by browsers on pages that name no icon (downloads, the admin).
+    response = client.get("/favicon.ico")
+    assert response.status_code == 301
+    assert response["Location"] == "/static/dashboard/favicon.svg"
+    login = client.get(reverse("login")).content.decode()
+    assert '<link rel="icon" href="/static/dashboard/favicon.svg"' in login
+
+
 def test_the_direct_400_page_is_a_page_with_navigation_and_a_way_back(auditor_client):
     referer = "http://testserver/events/?range=7d&type=error&q=boom"
     response = auditor_client.get(

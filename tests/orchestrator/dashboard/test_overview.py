@@ -346,10 +346,12 @@ def test_spikes_are_marked_red_and_listed_with_links(auditor_client, spiky):
     red = [i for i, (_href, body) in enumerate(bars) if f'fill="{SPIKE_COLOUR}"' in body]
     assert red == [0, spike_hour]
     assert "2 spikes" in html
-    listed = re.findall(r'<li class="spike"><a href="([^"]+)">([^<]+)</a>: (\d+) errors', html)
+    listed = re.findall(
+        r'<li class="spike"><a href="([^"]+)"><time [^>]*>([^<]+)</time></a>: (\d+) errors', html
+    )
     assert [(label, n) for _href, label, n in listed] == [
-        ("2026-06-09 12:30 UTC", "4"),
-        ("2026-06-10 08:00 UTC", "9"),
+        ("2026-06-09 12:30:00 UTC", "4"),
+        ("2026-06-10 08:00:00 UTC", "9"),
     ]
     narrowed = period_from_query(QueryDict(urlsplit(unescape(listed[1][0])).query))
     assert (narrowed.start, narrowed.end) == (
