@@ -251,3 +251,13 @@ def paginate(qs: QuerySet, *, keys: Sequence[str], size: int, cursor: str | None
     Raises CursorError (a ValueError) for a cursor this order did not write.
     """
     return Keyset(qs.model, tuple(keys)).page(qs, size=size, cursor=cursor)
+
+
+# A list's total in its header: exact up to this many, "10,000+" beyond (the
+# |count filter), so a count never reads more rows than a page of a big table.
+COUNT_CAP = 10_000
+
+
+def capped_count(qs: QuerySet, *, cap: int = COUNT_CAP) -> int:
+    """How many rows `qs` has, reading at most cap + 1 of them (cap + 1 means "more")."""
+    return qs.order_by()[: cap + 1].count()

@@ -44,10 +44,11 @@ def stamp(value: datetime | None) -> SafeString | str:
 
 @register.filter
 def count(value: int | None, cap: int | None = None) -> str:
-    """12480 -> "12,480"; with a cap the count reached, "10,000+"."""
+    """12480 -> "12,480"; past a cap (a count that read cap + 1 rows, core.paging.capped_count),
+    "10,000+"."""
     if value is None:
         return ""
-    if cap is not None and value >= int(cap):
+    if cap is not None and value > int(cap):
         return f"{intcomma(int(cap))}+"
     return intcomma(value)
 

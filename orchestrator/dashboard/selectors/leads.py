@@ -53,14 +53,6 @@ def lead_search(qs: QuerySet[Lead], *, text: str) -> QuerySet[Lead]:
 
 
 # Totals above this read "10,000+": counting on would cost more than the page.
-COUNT_CAP = 10_000
-
-
-def capped_count(qs: QuerySet[Any], *, cap: int = COUNT_CAP) -> int:
-    """How many rows `qs` has, reading at most cap + 1 of them (cap + 1 means "more")."""
-    return qs.order_by()[: cap + 1].count()
-
-
 def lead_page(
     qs: QuerySet[Lead], *, cursor: str | None = None, size: int = PAGE_SIZE
 ) -> Page[Lead]:

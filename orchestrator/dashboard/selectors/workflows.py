@@ -3,7 +3,9 @@
 from collections.abc import Sequence
 from datetime import datetime
 
-from core.paging import Page, paginate
+from django.db.models import QuerySet
+
+from core.paging import Page, capped_count, paginate
 from leads.workflows.models import Workflow, WorkflowRun
 
 # The indexes run_started, run_status_started and run_workflow_started end in these.
@@ -25,12 +27,26 @@ def run_page(
     The indexes run_started, run_status_started and run_workflow_started serve
     each combination of filters.
     """
+    qs = _runs(since=since, until=until, workflow=workflow, status=status)
+    return paginate(qs.select_related("workflow"), keys=RUN_KEYS, size=size, cursor=cursor)
+
+
+def run_count(
+    *, since: datetime, until: datetime, workflow: str | None = None, status: str | None = None
+) -> int:
+    """How many runs run_page pages through (core.paging.capped_count: up to 10,000+)."""
+    return capped_count(_runs(since=since, until=until, workflow=workflow, status=status))
+
+
+def _runs(
+    *, since: datetime, until: datetime, workflow: str | None, status: str | None
+) -> QuerySet[WorkflowRun]:
     qs = WorkflowRun.objects.filter(started_at__gte=since, started_at__lt=until)
     if workflow:
         qs = qs.filter(workflow__name=workflow)
     if status:
         qs = qs.filter(status=status)
-    return paginate(qs.select_related("workflow"), keys=RUN_KEYS, size=size, cursor=cursor)
+    return qs
 
 
 def workflow_names() -> Sequence[str]:

@@ -13,6 +13,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from audit.services import audit_context
+from core.paging import COUNT_CAP, capped_count
 from leads import actions
 from leads.crm.services import crm_connections_for
 from leads.followups.models import Enrollment
@@ -29,10 +30,8 @@ from orchestrator.dashboard.render import (
     wanted_fragment,
 )
 from orchestrator.dashboard.selectors.leads import (
-    COUNT_CAP,
     PAGE_SIZE,
     Timeline,
-    capped_count,
     latest_lead_events,
     lead_by_public_id,
     lead_crm,

@@ -8,6 +8,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
+from core.paging import COUNT_CAP
 from leads.workflows.models import WorkflowRun
 from orchestrator.dashboard.access import viewer_required
 from orchestrator.dashboard.render import (
@@ -82,6 +83,10 @@ def workflow_runs(request: HttpRequest) -> HttpResponse:
             "selected_workflow": workflow or "",
             "selected_status": status or "",
             "page": page,
+            "count_cap": COUNT_CAP,
+            "total": workflow_selectors.run_count(
+                since=period.start, until=period.end, workflow=workflow, status=status
+            ),
         },
         nav="workflows",
         period=period,

@@ -110,7 +110,9 @@ def test_the_list_shows_unresolved_groups_by_default_and_filters_by_state(
 
 def test_the_filter_links_keep_the_other_parameters(auditor_client, groups):
     html = auditor_client.get(reverse("error-list") + "?range=24h&sort=last_seen").content.decode()
-    nav = re.search(r'<nav class="pager filter-links" id="state-filter".*?</nav>', html, re.S).group(0)
+    nav = re.search(
+        r'<nav class="pager filter-links" id="state-filter".*?</nav>', html, re.S
+    ).group(0)
     assert 'href="?range=24h&amp;sort=last_seen&amp;state=resolved"' in nav
     assert 'href="?range=24h&amp;sort=last_seen&amp;assigned=me"' in nav
     assert '<strong aria-current="true">Unresolved</strong>' in nav

@@ -234,6 +234,10 @@ def test_the_list_counts_up_to_a_cap(
     monkeypatch.setattr(lead_views, "COUNT_CAP", 2)
     html = auditor_client.get(LIST, {"q": "acme"}, **HTMX).content.decode()
     assert '<span class="total">2+ leads</span>' in html
+    # Exactly the cap is still exact.
+    monkeypatch.setattr(lead_views, "COUNT_CAP", 3)
+    html = auditor_client.get(LIST, {"q": "acme"}, **HTMX).content.decode()
+    assert '<span class="total">3 leads</span>' in html
 
 
 # --- The lead page ---------------------------------------------------------------------------

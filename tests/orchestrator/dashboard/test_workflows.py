@@ -104,6 +104,17 @@ def test_filter_by_workflow_and_status(auditor_client, runs, now):
     assert "matching the filters" in html
 
 
+def test_the_header_counts_the_runs_the_filters_match(auditor_client, runs, now):
+    def total(query: str) -> str:
+        html = auditor_client.get(reverse("workflow-runs") + query).content.decode()
+        return re.search(r'<span class="total">([^<]+)</span>', html).group(1)
+
+    assert total("") == "4 runs"
+    assert total("?workflow=sales") == "2 runs"
+    assert total("?status=succeeded&range=30d") == "3 runs"
+    assert total("?workflow=support&status=interrupted") == "0 runs"
+
+
 @pytest.mark.parametrize(
     ("query", "message"),
     [
