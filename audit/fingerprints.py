@@ -33,6 +33,7 @@ groups that merged different failures change (migration 0011 rewrote them).
 """
 
 import hashlib
+import json
 import re
 from collections.abc import Callable
 from http import HTTPStatus
@@ -258,10 +259,60 @@ def _strategy_2026_12_07(error_type: str, error_message: str, traceback: str) ->
 _MASKED_RUN = re.compile(r"([{\[])\s*(?:<(?:str|n|id|hex|uuid|email)>[\s:,;=]*)+([}\]])")
 
 
+# Keys an API's JSON error body names its reason with, most telling first.
+_REASON_KEYS = ("message", "detail", "error_description", "error", "title")
+
+
+def _embedded_json(text: str) -> tuple[str, object] | None:
+    """(text before it, value) of the JSON object or array `text` ends with, if any."""
+    starts = [i for i in (text.find("{"), text.find("[")) if i >= 0]
+    if not starts:
+        return None
+    at = min(starts)
+    try:
+        return text[:at], json.loads(text[at:])
+    except ValueError:
+        return None
+
+
+def _api_reason(value: object, depth: int = 0) -> str | None:
+    """The innermost reason a JSON error body gives: HubSpot's 400 nests the one that
+    matters ("Email address ... is invalid") in a JSON array inside its "message"."""
+    if depth > 4:
+        return None
+    if isinstance(value, list):
+        return _api_reason(value[0], depth + 1) if value else None
+    if not isinstance(value, dict):
+        return None
+    for key in _REASON_KEYS:
+        text = value.get(key)
+        if isinstance(text, str) and text.strip():
+            inner = _embedded_json(text)
+            deeper = _api_reason(inner[1], depth + 1) if inner else None
+            return deeper or text
+        if isinstance(text, dict | list):
+            deeper = _api_reason(text, depth + 1)
+            if deeper:
+                return deeper
+    return None
+
+
 def group_title(error_type: str, error_message: str) -> str:
-    """A group's name: "CrmError: POST /crm/v3/objects/contacts returned 400: {…}"
-    (a JSON body that masking emptied reads as {…})."""
-    message = _MASKED_RUN.sub(r"\1…\2", normalize_message_2026_12_07(error_message))
+    """A group's name: "CrmError: POST /crm/v3/objects/contacts returned 400: Email
+    address <email> is invalid". An API's JSON error body is replaced by the reason it
+    gives (or {…} when it gives none): the body itself, masked, reads as noise.
+    For display only; the fingerprint does not depend on it."""
+    first = _first_line(error_message)
+    body = _embedded_json(first)
+    reason = None
+    if body is not None:
+        head, value = body
+        reason = _api_reason(value)
+        first = head + (reason.strip().splitlines()[0] if reason else "")
+    message = normalize_message_2026_12_07(first)
+    if body is not None and not reason:
+        message = f"{message.rstrip()} {{…}}".strip()
+    message = _MASKED_RUN.sub(r"\1…\2", message)
     if error_type and message:
         return f"{error_type}: {message}"
     return error_type or message

@@ -311,8 +311,27 @@ def test_the_normalized_message_keeps_status_codes_and_endpoints_readable():
 
 
 def test_a_group_title_is_readable():
+    # An API's JSON error body reads as the reason it gives, not as masked JSON.
     assert group_title("CrmError", HUBSPOT_400) == (
-        "CrmError: POST /crm/v3/objects/contacts returned 400: {…}"
+        "CrmError: POST /crm/v3/objects/contacts returned 400: "
+        "Property values were not valid: invalid email"
+    )
+    # HubSpot's validation errors nest the reason in a JSON array inside "message".
+    nested = (
+        'POST /crm/v3/objects/contacts returned 400: {"status": "error", "message": '
+        '"Property values were not valid: [{\\"isValid\\": false, \\"message\\": '
+        '\\"Email address ann@acme.example is invalid\\", \\"error\\": \\"INVALID_EMAIL\\"}]", '
+        '"correlationId": "4534017d-5a6a-47a2-a7eb-f5cd002e8ef1"}'
+    )
+    assert group_title("CrmError", nested) == (
+        "CrmError: POST /crm/v3/objects/contacts returned 400: Email address <email> is invalid"
+    )
+    # A body that names no reason is shown as {…}; one that is not JSON, as text.
+    assert group_title("CrmError", 'POST /x returned 502: {"id": 7}') == (
+        "CrmError: POST /x returned 502: {…}"
+    )
+    assert group_title("OSError", "connect failed: [Errno 111] Connection refused") == (
+        "OSError: connect failed: [Errno <n>] Connection refused"
     )
     assert group_title("CrmError", "timeout after 30s for LEAD-000123") == (
         "CrmError: timeout after <n>s for <id>"

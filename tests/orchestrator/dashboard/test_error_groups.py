@@ -79,10 +79,14 @@ def test_hubspot_400_and_500_are_two_groups_with_readable_titles(auditor_client,
     html = response.content.decode()
     assert set(GROUP_ROW.findall(html)) == set(groups.values())
     titles = {r["group"].fingerprint: r["group"].title for r in response.context["rows"]}
-    assert titles[groups["h400"]] == "CrmError: POST /crm/v3/objects/contacts returned 400: {…}"
-    assert titles[groups["h500"]] == "CrmError: POST /crm/v3/objects/contacts returned 500: {…}"
+    assert titles[groups["h400"]] == (
+        "CrmError: POST /crm/v3/objects/contacts returned 400: invalid email"
+    )
+    assert titles[groups["h500"]] == (
+        "CrmError: POST /crm/v3/objects/contacts returned 500: internal error"
+    )
     assert titles[groups["timeout"]] == "CrmError: timeout after <n>s for <id>"
-    assert "returned 400: {…}" in html
+    assert "returned 400: invalid email" in html
 
 
 def test_the_list_shows_unresolved_groups_by_default_and_filters_by_state(
