@@ -15,11 +15,13 @@ registry; a class name read from the database is never imported. A value it
 cannot store raises TypeError at `set`, so a test shows it at once.
 """
 
+import contextlib
 import dataclasses
 import json
 import logging
+import random
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
@@ -208,11 +210,134 @@ def loads(text: str) -> Any:
         raise UndecodableValue(f"{type(exc).__name__}: {exc}") from None
 
 
+@contextlib.contextmanager
+def _lazy_commit(connection: Any) -> Iterator[None]:
+    """A transaction whose commit need not reach the disk: a lost count is a few
+    requests more in one window, not worth an fsync (on PostgreSQL also a row
+    lock held through one, which serialized every request of an API key).
+
+    Inside a caller's transaction it is a savepoint, so a failed statement
+    leaves the caller's transaction usable; the commit is the caller's."""
+    if not connection.get_autocommit():
+        with transaction.atomic(using=connection.alias):
+            yield
+    elif connection.vendor == "postgresql":
+        with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
+            cursor.execute("SET LOCAL synchronous_commit TO off")
+            yield
+    elif connection.vendor == "sqlite":
+        # WAL frames are appended in order, so the next durable commit syncs
+        # this one's too; the database is never inconsistent either way.
+        with connection.cursor() as cursor:
+            cursor.execute("PRAGMA synchronous")
+            level = int(cursor.fetchone()[0])
+            cursor.execute("PRAGMA synchronous = OFF")
+            try:
+                yield
+            finally:
+                cursor.execute(f"PRAGMA synchronous = {level}")
+    else:
+        yield
+
+
+# add() counts the table (to cull it) on about one call in this many, not on each.
+CULL_CHECK_EVERY = 100
+
+
 class JSONDatabaseCache(DatabaseCache):
     """DatabaseCache with `dumps`/`loads` in place of pickle (same table, same SQL).
 
     get_many and _base_set are Django 6.1's with only the (de)serialisation
-    changed: the originals call pickle inline, so they cannot be reused."""
+    changed: the originals call pickle inline, so they cannot be reused.
+
+    add and incr are single statements: the rate limits (django-ratelimit: an
+    add, then an incr, on every API request) took two write transactions, two
+    COUNT(*)s of the table and two durable commits per request through Django's
+    versions, and serialized the lead API on the counter's row."""
+
+    def add(
+        self,
+        key: Any,
+        value: Any,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        version: int | None = None,
+    ) -> bool:
+        key = self.make_and_validate_key(key, version=version)
+        encoded = dumps(value)
+        db = router.db_for_write(self.cache_model_class)
+        connection = connections[db]
+        quote_name = connection.ops.quote_name
+        table = quote_name(self._table)  # type: ignore[attr-defined]
+        ck, value_col, expires_col = map(quote_name, ("cache_key", "value", "expires"))
+        now = tz_now().replace(microsecond=0)
+        backend_timeout = self.get_backend_timeout(timeout)
+        exp = (
+            datetime.max
+            if backend_timeout is None
+            else datetime.fromtimestamp(backend_timeout, tz=UTC if settings.USE_TZ else None)
+        ).replace(microsecond=0)
+        adapt = connection.ops.adapt_datetimefield_value
+        if random.random() < 1 / CULL_CHECK_EVERY:
+            with connection.cursor() as cursor:
+                cursor.execute(f"SELECT COUNT(*) FROM {table}")
+                num = cursor.fetchone()[0]
+                if num > self._max_entries:
+                    self._cull(db, cursor, now, num)  # type: ignore[attr-defined]
+        # A live row is the usual answer (a rate limit adds its window's key on
+        # every request): found by a read, without queueing for SQLite's write lock.
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT 1 FROM {table} WHERE {ck} = %s AND {expires_col} >= %s",
+                [key, adapt(now)],
+            )
+            if cursor.fetchone() is not None:
+                return False
+        try:
+            with _lazy_commit(connection), connection.cursor() as cursor:
+                # Inserted, or taking the place of an expired row; a live row stays.
+                cursor.execute(
+                    f"INSERT INTO {table} ({ck}, {value_col}, {expires_col}) "
+                    f"VALUES (%s, %s, %s) ON CONFLICT ({ck}) DO UPDATE "
+                    f"SET {value_col} = EXCLUDED.{value_col}, "
+                    f"{expires_col} = EXCLUDED.{expires_col} "
+                    f"WHERE {table}.{expires_col} < %s",
+                    [key, encoded, adapt(exp), adapt(now)],
+                )
+                added = cursor.rowcount == 1
+        except DatabaseError:
+            return False  # as Django's add: a failed write is "not added"
+        return added
+
+    def incr(self, key: Any, delta: int = 1, version: int | None = None) -> Any:
+        """One UPDATE ... RETURNING for a live whole-number value; anything else
+        (missing, expired, not an integer) takes Django's path and its errors."""
+        if type(delta) is not int:
+            return super().incr(key, delta, version)
+        made = self.make_and_validate_key(key, version=version)
+        db = router.db_for_write(self.cache_model_class)
+        connection = connections[db]
+        quote_name = connection.ops.quote_name
+        table = quote_name(self._table)  # type: ignore[attr-defined]
+        ck, value_col, expires_col = map(quote_name, ("cache_key", "value", "expires"))
+        digits = f"SUBSTR({value_col}, {len(PREFIX) + 1})"
+        if connection.vendor == "postgresql":
+            is_count = f"{digits} ~ '^[0-9]{{1,18}}$'"
+        else:
+            is_count = f"LENGTH({digits}) BETWEEN 1 AND 18 AND {digits} NOT GLOB '*[^0-9]*'"
+        now = connection.ops.adapt_datetimefield_value(tz_now())
+        sql = (
+            f"UPDATE {table} SET {value_col} = %s || "
+            f"CAST(CAST({digits} AS BIGINT) + %s AS VARCHAR(20)) "
+            f"WHERE {ck} = %s AND {expires_col} >= %s "
+            f"AND {value_col} LIKE %s AND {is_count} RETURNING {value_col}"
+        )
+        params: list[Any] = [PREFIX, delta, made, now, f"{PREFIX}%"]
+        with _lazy_commit(connection), connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            row = cursor.fetchone()
+        if row is None:
+            return super().incr(key, delta, version)
+        return loads(connection.ops.process_clob(row[0]))
 
     def get_many(self, keys: Iterable[Any], version: int | None = None) -> dict[Any, Any]:
         keys = list(keys)

@@ -1,11 +1,14 @@
-"""Leases for scheduled commands: overlapping runs skip instead of doubling work."""
+"""Leases for scheduled commands: overlapping runs skip instead of doubling work;
+and locks on a value (not a row) for the length of a transaction.
+"""
 
+import hashlib
 import os
 import socket
 import uuid
 from datetime import timedelta
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from core.models import CommandLock
@@ -66,3 +69,24 @@ def renew(name: str, holder: str, *, ttl: timedelta) -> bool:
 
 def release(name: str, holder: str) -> None:
     CommandLock.objects.filter(name=name, holder=holder).delete()
+
+
+def lock_value(namespace: int, value: str) -> None:
+    """Hold a lock on `value` (within `namespace`) until the current transaction ends.
+
+    For work that must not run twice at once for the same value, such as
+    creating a lead for one email address, while work for other values runs
+    beside it. PostgreSQL: a transaction-scoped advisory lock on a 32-bit hash
+    of the value (two values sharing a hash only wait for each other). SQLite
+    needs nothing: BEGIN IMMEDIATE (settings) already lets one writer in at a
+    time.
+    """
+    if not connection.in_atomic_block:
+        raise RuntimeError("lock_value holds its lock until commit: call it inside atomic()")
+    if connection.vendor != "postgresql":
+        return
+    key = int.from_bytes(
+        hashlib.blake2b(value.encode(), digest_size=4).digest(), "big", signed=True
+    )
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [namespace, key])

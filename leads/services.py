@@ -14,6 +14,7 @@ from jsonschema.exceptions import SchemaError
 
 from audit.models import AuditEvent
 from audit.services import record_event
+from core.locks import lock_value
 from leads.errors import NotApplicable
 from leads.followups.services import lead_disqualified
 from leads.models import LEAD_FIELDS, Lead, LeadSource
@@ -201,9 +202,10 @@ def ingest_lead(
     email = fields.pop("email")
     at = at or timezone.now()
     with transaction.atomic():
-        # One ingestion per source at a time, so two copies of the same lead
-        # arriving together cannot both be created.
-        LeadSource.objects.select_for_update().filter(pk=source.pk).first()
+        # One ingestion per source and address at a time, so two copies of the
+        # same lead arriving together cannot both be created; other leads of
+        # the source go on beside it (a lock on the source row serialized them).
+        lock_value(source.pk, email)
         existing = (
             Lead.objects.filter(
                 source=source,

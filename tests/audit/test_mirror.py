@@ -150,3 +150,21 @@ def test_a_process_writes_its_queued_lines_before_it_exits(run_python, tmp_path)
     assert [json.loads(x)["details"]["i"] for x in path.read_text().splitlines()] == list(
         range(200)
     )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_events_committed_together_reach_the_file_in_few_writes(audit_mirror_path, monkeypatch):
+    # Each write takes the handler's cross-process lock and reads its rollover
+    # state: lines committed within the coalescing window share one.
+    from audit.mirror import _MirrorHandler
+
+    writes = []
+    original = _MirrorHandler.handle
+    monkeypatch.setattr(
+        _MirrorHandler, "handle", lambda self, record: writes.append(1) or original(self, record)
+    )
+    for i in range(40):
+        record_event(event_type="lead_routed", details={"i": i})  # 40 commits
+    mirror.flush()
+    assert [x["details"]["i"] for x in read_lines(audit_mirror_path)] == list(range(40))
+    assert len(writes) < 10

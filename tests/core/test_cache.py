@@ -2,6 +2,7 @@ import base64
 import json
 import os
 import pickle
+import threading
 import uuid
 from collections import Counter, defaultdict, namedtuple
 from dataclasses import dataclass, field
@@ -11,8 +12,9 @@ from decimal import Decimal
 import pytest
 from django.core.cache import cache
 from django.core.cache.backends.db import DatabaseCache
-from django.db import connection
+from django.db import connection, transaction
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils.safestring import SafeString, mark_safe
 
@@ -155,6 +157,74 @@ def test_incr_add_and_touch_work():
     assert cache.touch("n", 120)
     assert cache.get("n") == 12
     assert cache.get_many(["n", "missing"]) == {"n": 12}
+
+
+def _expire(key):
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {TABLE} SET expires = %s WHERE cache_key = %s",
+            [
+                connection.ops.adapt_datetimefield_value(datetime(2000, 1, 1, tzinfo=UTC)),
+                cache.make_key(key),
+            ],
+        )
+
+
+def test_add_takes_the_place_of_an_expired_row_only():
+    assert cache.add("k", 1, 60)
+    assert not cache.add("k", 2, 60)
+    assert cache.get("k") == 1
+    _expire("k")
+    assert cache.add("k", 3, 60)
+    assert cache.get("k") == 3
+
+
+def test_incr_is_one_update_and_keeps_djangos_errors():
+    cache.set("n", 41, 60)
+    with CaptureQueriesContext(connection) as queries:
+        assert cache.incr("n") == 42
+    writes = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("UPDATE")]
+    assert len(writes) == 1 and "RETURNING" in writes[0]
+    assert cache.incr("n", -40) == 2
+    with pytest.raises(ValueError, match="not found"):
+        cache.incr("missing")
+    _expire("n")
+    with pytest.raises(ValueError, match="not found"):
+        cache.incr("n")
+    cache.set("text", "41", 60)  # a string of digits is not a count: Django's TypeError
+    with pytest.raises(TypeError):
+        cache.incr("text")
+    cache.set("big", 10**18, 60)  # past what the SQL path adds safely: Django's path
+    assert cache.incr("big") == 10**18 + 1
+    cache.set("float", 1.5, 60)
+    assert cache.incr("float") == 2.5
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_increments_are_never_lost():
+    cache.set("shared", 0, 600)
+
+    def bump():
+        try:
+            for _ in range(100):
+                cache.incr("shared")
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=bump) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert cache.get("shared") == 400
+
+
+def test_incr_inside_a_transaction_commits_and_rolls_back_with_it():
+    cache.set("t", 1, 60)
+    with pytest.raises(RuntimeError), transaction.atomic():
+        cache.incr("t")
+        raise RuntimeError
+    assert cache.get("t") == 1
 
 
 # --- What cannot be stored raises at set -----------------------------------------------------

@@ -7,11 +7,13 @@ import pytest
 import requests
 import time_machine
 from django.core.cache import cache
+from django.db import connection, transaction
 from django.urls import reverse
 
 from audit.models import AuditEvent
 from leads.intake.apikeys import api_key_create, api_key_revoke
 from leads.models import IdempotencyRecord, Lead, LeadSource
+from leads.services import ingest_lead
 
 # A fixed instant, so the rate-limit window (and so Retry-After) is the same every run.
 START = datetime(2026, 5, 4, 10, 0, 17, tzinfo=UTC)
@@ -582,6 +584,97 @@ def test_ten_concurrent_identical_requests_make_one_lead(live_server, web_source
     assert sorted(str(replayed) for _, _, replayed in results) == ["None"] + ["true"] * 9
     assert len(ingested_events()) == 1
     assert IdempotencyRecord.objects.count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_ten_concurrent_copies_of_one_lead_without_a_key_make_one_lead(live_server, web_source):
+    # No Idempotency-Key: only the dedupe (and the lock on source and address) stands
+    # between ten copies arriving together and ten leads.
+    _, raw = api_key_create(source=web_source, name=KEY_NAME)
+    start = threading.Barrier(10)
+    results: list[tuple[int, dict]] = []
+    errors: list[BaseException] = []
+
+    def send(n: int) -> None:
+        try:
+            start.wait(timeout=30)
+            r = requests.post(
+                live_server.url + API_URL,
+                json={"email": "Ann@Example.com", "name": "Ann", "title": f"t{n}"},
+                headers={"Authorization": f"Bearer {raw}"},
+                timeout=60,
+            )
+            results.append((r.status_code, r.json()))
+        except BaseException as exc:  # noqa: BLE001 (reported to the test thread)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=send, args=(n,)) for n in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    lead = Lead.objects.get()
+    assert sorted(status for status, _ in results) == [200] * 9 + [201]
+    assert all(data["lead_id"] == lead.public_id for _, data in results)
+    assert [data["duplicate"] for _, data in results].count(False) == 1
+    assert len(ingested_events()) == 10
+
+
+@pytest.mark.django_db(transaction=True)
+def test_leads_of_one_source_are_not_serialized_behind_each_other(web_source):
+    """A transaction ingesting one address does not hold up another address of the
+    same source (PostgreSQL; SQLite lets one writer in at a time by design)."""
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite serializes every write transaction; .ci/run runs this on PostgreSQL")
+    holding, release = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def slow_ingest() -> None:
+        try:
+            with transaction.atomic():
+                ingest_lead(source=web_source, payload={"email": "slow@example.com"})
+                holding.set()
+                release.wait(timeout=30)
+        except BaseException as exc:  # noqa: BLE001 (reported to the test thread)
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    slow = threading.Thread(target=slow_ingest)
+    slow.start()
+    try:
+        assert holding.wait(timeout=30)
+        other = threading.Thread(
+            target=lambda: (
+                ingest_lead(source=web_source, payload={"email": "fast@example.com"}),
+                connection.close(),
+            )
+        )
+        other.start()
+        other.join(timeout=10)
+        assert not other.is_alive(), "a lead of another address waited for the open transaction"
+        assert Lead.objects.filter(email="fast@example.com").exists()
+        # The same address does wait, and then sees the first as its duplicate.
+        same = threading.Thread(
+            target=lambda: (
+                results.append(
+                    ingest_lead(source=web_source, payload={"email": "slow@example.com"})
+                ),
+                connection.close(),
+            )
+        )
+        results: list = []
+        same.start()
+        same.join(timeout=1)
+        assert same.is_alive(), "a copy of the same address did not wait for the first"
+    finally:
+        release.set()
+        slow.join()
+    same.join(timeout=30)
+    assert errors == []
+    assert results and results[0].duplicate
+    assert Lead.objects.filter(email="slow@example.com").count() == 1
 
 
 def test_a_literal_backslash_u0000_is_text_not_a_nul(client, raw_key):
