@@ -48,8 +48,11 @@ def audit_context(*, actor: str | None = None, correlation_id: str | None = None
     found together. Yields the correlation id in force.
     """
     cid = correlation_id or _correlation_id.get() or new_correlation_id()
+    # Validated before anything is set: a refused actor must not leave this
+    # block's correlation id on every later event of the thread.
+    valid_actor = _validate_actor(actor) if actor is not None else None
     cid_token = _correlation_id.set(cid)
-    actor_token = _actor.set(_validate_actor(actor)) if actor is not None else None
+    actor_token = _actor.set(valid_actor) if valid_actor is not None else None
     try:
         yield cid
     finally:
@@ -206,6 +209,51 @@ def record_event(**kwargs: Any) -> AuditEvent:
         event.save()
     transaction.on_commit(partial(mirror_events, [event]), robust=True)
     return event
+
+
+def record_events(calls: list[Mapping[str, Any]]) -> list[AuditEvent]:
+    """Record several events inside the caller's transaction, in order: one
+    statement for all of them and one hand-off to the mirror.
+
+    Each item holds record_event's keyword arguments. Nothing is written unless
+    every one validates (AuditValidationError names the first that does not).
+    A batch of leads writes its 500 lead_ingested events this way; one
+    record_event each took a third of the batch's time.
+    """
+    events = [build_event(**kwargs) for kwargs in calls]
+    if not events:
+        return events
+    rows = [storage_row(vars(e)) for e in events]
+    if connection.vendor == "sqlite":
+        connection.ensure_connection()
+        with connection.wrap_database_errors:
+            ids = [connection.connection.execute(_SQLITE_INSERT, row).fetchone()[0] for row in rows]
+    else:
+        ids = _insert_returning_ids(rows)
+    for event, pk in zip(events, ids, strict=True):
+        event.id = pk
+        event._state.adding = False
+        event._state.db = connection.alias
+    transaction.on_commit(partial(mirror_events, events), robust=True)
+    return events
+
+
+def _insert_returning_ids(rows: list[tuple[Any, ...]]) -> list[int]:
+    """PostgreSQL: the rows in one INSERT, their ids in the order given."""
+    casts = {"uuid": "::uuid", "details": "::jsonb"}
+    group = "(" + ", ".join("%s" + casts.get(c, "") for c in STORAGE_COLUMNS) + ")"
+    ids: list[int] = []
+    with connection.cursor() as cursor:
+        for start in range(0, len(rows), 1000):
+            chunk = rows[start : start + 1000]
+            cursor.execute(
+                f"INSERT INTO audit_auditevent ({', '.join(STORAGE_COLUMNS)}) "
+                f"VALUES {', '.join([group] * len(chunk))} RETURNING id",
+                [value for row in chunk for value in row],
+            )
+            # PostgreSQL returns a multi-row VALUES insert's rows in order.
+            ids.extend(pk for (pk,) in cursor.fetchall())
+    return ids
 
 
 # The MAC's fields first, then what is derived from them.

@@ -6,6 +6,7 @@ import hashlib
 import os
 import socket
 import uuid
+from collections.abc import Iterable
 from datetime import timedelta
 
 from django.db import IntegrityError, connection, transaction
@@ -81,12 +82,29 @@ def lock_value(namespace: int, value: str) -> None:
     needs nothing: BEGIN IMMEDIATE (settings) already lets one writer in at a
     time.
     """
+    lock_values(namespace, [value])
+
+
+def lock_values(namespace: int, values: Iterable[str]) -> None:
+    """lock_value for several values, in one statement.
+
+    Taken in the order of their hashes, so two transactions locking
+    overlapping sets cannot deadlock."""
     if not connection.in_atomic_block:
         raise RuntimeError("lock_value holds its lock until commit: call it inside atomic()")
     if connection.vendor != "postgresql":
         return
-    key = int.from_bytes(
-        hashlib.blake2b(value.encode(), digest_size=4).digest(), "big", signed=True
-    )
+    keys = sorted({_key(value) for value in values})
+    if not keys:
+        return
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [namespace, key])
+        # unnest yields the sorted array in its order.
+        cursor.execute(
+            "SELECT pg_advisory_xact_lock(%s, k) FROM unnest(%s::integer[]) AS k",
+            [namespace, keys],
+        )
+
+
+def _key(value: str) -> int:
+    digest = hashlib.blake2b(value.encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "big", signed=True)

@@ -1,20 +1,22 @@
 """Writes for leads. Each one records its audit event in the same transaction."""
 
-from collections.abc import Mapping
+import functools
+import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
 from audit.models import AuditEvent
-from audit.services import record_event
-from core.locks import lock_value
+from audit.services import record_event, record_events
+from core.locks import lock_value, lock_values
 from leads.errors import NotApplicable
 from leads.followups.services import lead_disqualified
 from leads.models import LEAD_FIELDS, Lead, LeadSource
@@ -56,13 +58,20 @@ def normalize_email(raw: object) -> str:
     return email
 
 
+@functools.lru_cache(maxsize=64)
+def _validator(schema_json: str) -> Draft202012Validator:
+    """A source's validator, built once per schema (by its JSON text, so an edited
+    schema gets a new one): building it cost more than validating a lead."""
+    try:
+        return Draft202012Validator(json.loads(schema_json))
+    except SchemaError as exc:  # a broken schema is the source's fault, not the sender's
+        raise ValueError(f"the source's JSON Schema is invalid: {exc.message}") from None
+
+
 def _schema_errors(schema: dict[str, Any], payload: Mapping[str, Any]) -> dict[str, list[str]]:
     if not schema:
         return {}
-    try:
-        validator = Draft202012Validator(schema)
-    except SchemaError as exc:  # a broken schema is the source's fault, not the sender's
-        raise ValueError(f"the source's JSON Schema is invalid: {exc.message}") from None
+    validator = _validator(json.dumps(schema, sort_keys=True))
     errors: dict[str, list[str]] = {}
     for error in validator.iter_errors(dict(payload)):
         if error.validator == "required" and not error.absolute_path:
@@ -167,22 +176,24 @@ def lead_create(
         created_at=at,
         **fields,
     )
-    lead.public_id = Lead.format_public_id(lead.pk)
-    Lead.objects.filter(pk=lead.pk).update(public_id=lead.public_id)
-    record_event(
-        event_type="lead_ingested",
-        actor=actor,
-        lead=lead,
-        workflow=lead.workflow_name,
-        timestamp=at,
-        details={
-            "source": source.slug,
-            "fields": sorted([*(k for k, v in fields.items() if v), "email", *(extra or {})]),
-            "email": email,
-            "duplicate": False,
-        },
-    )
+    _set_public_ids([lead])
+    record_event(**_ingested_event(lead, source, email, fields, extra or {}, actor, at))
     return lead
+
+
+def _set_public_ids(leads: list[Lead]) -> None:
+    """Give new leads their public id, which is made from the primary key.
+
+    One prepared statement for all: through the ORM this UPDATE cost more than
+    the INSERT before it (0.45 ms of query building for a 0.05 ms statement)."""
+    for lead in leads:
+        lead.public_id = Lead.format_public_id(lead.pk)
+    table = connection.ops.quote_name(Lead._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.executemany(
+            f"UPDATE {table} SET public_id = %s WHERE id = %s",
+            [(lead.public_id, lead.pk) for lead in leads],
+        )
 
 
 def ingest_lead(
@@ -220,31 +231,155 @@ def ingest_lead(
                 source=source, email=email, actor=actor, at=at, extra=extra, **fields
             )
             return IngestResult(lead=lead, created=True)
-        merged = [name for name, value in fields.items() if value and not getattr(existing, name)]
-        for name in merged:
-            setattr(existing, name, fields[name])
-        new_extra = [k for k in extra if k not in existing.extra]
-        for key in new_extra:
-            existing.extra[key] = extra[key]
-        if merged or new_extra:
-            existing.save(update_fields=[*merged, "extra", "updated_at"])
+        merged, update_fields = _merge_into(existing, fields, extra)
+        if update_fields:
+            existing.save(update_fields=[*update_fields, "updated_at"])
         record_event(
-            event_type="lead_ingested",
-            actor=actor,
-            lead=existing,
-            workflow=existing.workflow_name,
-            timestamp=at,
-            details={
-                "source": source.slug,
-                "fields": sorted([*fields, "email", *extra]),
-                "email": email,
-                "duplicate": True,
-                "merged_fields": sorted([*merged, *new_extra]),
-            },
+            **_ingested_event(existing, source, email, fields, extra, actor, at, merged=merged)
         )
-        return IngestResult(
-            lead=existing, created=False, merged_fields=sorted([*merged, *new_extra])
+        return IngestResult(lead=existing, created=False, merged_fields=merged)
+
+
+def ingest_leads(
+    *,
+    source: LeadSource,
+    payloads: list[Mapping[str, Any]],
+    actor: str | None = None,
+    at: datetime | None = None,
+    before_commit: Callable[[list[IngestResult | LeadValidationError]], None] | None = None,
+) -> list[IngestResult | LeadValidationError]:
+    """ingest_lead for many payloads at once, in the caller's transaction (or one
+    of its own), with the same validation, dedupe and events, in order.
+
+    Each payload gets its IngestResult, or the LeadValidationError that kept it
+    out; the valid ones are stored either way. A payload repeating an address
+    that came earlier in the same list is a duplicate of that lead. Statements
+    are per batch, not per lead: one dedupe query, one INSERT of the leads, one
+    of their events. Validation runs before the transaction, so on SQLite other
+    writers wait only for the writes; `before_commit(results)` runs inside it
+    (the batch API stores its idempotency records there).
+    """
+    at = at or timezone.now()
+    cleaned: list[tuple[dict[str, str], dict[str, Any], str] | LeadValidationError] = []
+    for payload in payloads:
+        try:
+            fields, extra = clean_payload(source, payload)
+        except LeadValidationError as exc:
+            cleaned.append(exc)
+            continue
+        cleaned.append((fields, extra, fields.pop("email")))
+    emails = {item[2] for item in cleaned if isinstance(item, tuple)}
+    results: list[IngestResult | LeadValidationError] = []
+    with transaction.atomic():
+        lock_values(source.pk, emails)
+        seen: dict[str, Lead] = {}
+        for lead in (
+            Lead.objects.filter(
+                source=source,
+                email__in=emails,
+                created_at__gte=at - timedelta(hours=source.dedupe_window_hours),
+            )
+            .select_related("workflow")
+            .order_by("email", "-created_at")
+        ):
+            seen.setdefault(lead.email, lead)
+        new: list[Lead] = []
+        changed: dict[int, set[str]] = {}  # existing lead's pk -> columns to save
+        events: list[tuple[IngestResult, dict[str, str], dict[str, Any], str]] = []
+        for item in cleaned:
+            if isinstance(item, LeadValidationError):
+                results.append(item)
+                continue
+            fields, extra, email = item
+            lead = seen.get(email)
+            if lead is None:
+                lead = Lead(
+                    email=email,
+                    source=source,
+                    workflow=source.workflow,
+                    extra=dict(extra),
+                    created_at=at,
+                    **fields,
+                )
+                seen[email] = lead
+                new.append(lead)
+                result = IngestResult(lead=lead, created=True)
+            else:
+                merged, columns = _merge_into(lead, fields, extra)
+                if columns and lead.pk is not None:
+                    changed.setdefault(lead.pk, set()).update(columns)
+                result = IngestResult(lead=lead, created=False, merged_fields=merged)
+            results.append(result)
+            events.append((result, fields, extra, email))
+        Lead.objects.bulk_create(new)
+        if new:
+            _set_public_ids(new)
+        for lead in seen.values():
+            if lead.pk in changed:
+                lead.save(update_fields=[*sorted(changed[lead.pk]), "updated_at"])
+        record_events(
+            [
+                _ingested_event(
+                    r.lead,
+                    source,
+                    email,
+                    fields,
+                    extra,
+                    actor,
+                    at,
+                    merged=None if r.created else r.merged_fields,
+                )
+                for r, fields, extra, email in events
+            ]
         )
+        if before_commit is not None:
+            before_commit(results)
+    return results
+
+
+def _merge_into(
+    lead: Lead, fields: Mapping[str, str], extra: Mapping[str, Any]
+) -> tuple[list[str], list[str]]:
+    """A duplicate's news on the lead it repeats: empty fields filled, new extra keys
+    added, nothing that is there overwritten. (what it added, the columns to save)"""
+    merged = [name for name, value in fields.items() if value and not getattr(lead, name)]
+    for name in merged:
+        setattr(lead, name, fields[name])
+    new_extra = [k for k in extra if k not in lead.extra]
+    for key in new_extra:
+        lead.extra[key] = extra[key]
+    columns = [*merged, "extra"] if merged or new_extra else []
+    return sorted([*merged, *new_extra]), columns
+
+
+def _ingested_event(
+    lead: Lead,
+    source: LeadSource,
+    email: str,
+    fields: Mapping[str, str],
+    extra: Mapping[str, Any],
+    actor: str | None,
+    at: datetime,
+    *,
+    merged: list[str] | None = None,
+) -> dict[str, Any]:
+    """record_event's arguments for a lead_ingested event: of a new lead, or with
+    `merged` (what it added), of a duplicate."""
+    details: dict[str, Any] = {"source": source.slug}
+    if merged is None:
+        details["fields"] = sorted([*(k for k, v in fields.items() if v), "email", *extra])
+        details.update(email=email, duplicate=False)
+    else:
+        details["fields"] = sorted([*fields, "email", *extra])
+        details.update(email=email, duplicate=True, merged_fields=merged)
+    return {
+        "event_type": "lead_ingested",
+        "actor": actor,
+        "lead": lead,
+        "workflow": lead.workflow_name,
+        "timestamp": at,
+        "details": details,
+    }
 
 
 def lead_qualify(*, lead: Lead, config: Mapping[str, Any], actor: str = "system") -> Any:

@@ -9,10 +9,12 @@ import hashlib
 import json
 import logging
 import re
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from django.conf import settings
+from django.core.cache import cache
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.db import DatabaseError, IntegrityError, transaction
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
@@ -20,14 +22,21 @@ from django.http.multipartparser import MultiPartParserError
 from django.utils.html import format_html, format_html_join
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.csrf import csrf_exempt
-from django_ratelimit.core import get_usage
+from django_ratelimit import ALL
+from django_ratelimit.core import (
+    EXPIRATION_FUDGE,
+    _get_window,
+    _make_cache_key,
+    _split_rate,
+    get_usage,
+)
 
 from audit.services import AuditValidationError, audit_context
 from core import writes
 from core.jsonvalues import storable_text, strict_loads
 from leads.intake.apikeys import ApiKeyError, authenticate
 from leads.models import ApiKey, IdempotencyRecord, LeadSource
-from leads.services import IngestResult, LeadValidationError, ingest_lead
+from leads.services import IngestResult, LeadValidationError, ingest_lead, ingest_leads
 
 log = logging.getLogger(__name__)
 
@@ -114,15 +123,18 @@ def check_request_head(
     return content_type
 
 
-def read_payload(request: HttpRequest) -> dict[str, Any]:
+def read_payload(
+    request: HttpRequest,
+    *,
+    limit: int = MAX_BODY_BYTES,
+    accepted: Sequence[str] = ACCEPTED_TYPES,
+) -> dict[str, Any]:
     """The body as a dict, from JSON or a form; raises ApiError (400, 413, 415)."""
-    too_big = ApiError(413, f"The request body is larger than {MAX_BODY_BYTES // 1024} KB.")
-    content_type = check_request_head(
-        request, limit=MAX_BODY_BYTES, accepted=ACCEPTED_TYPES, too_big=too_big
-    )
+    too_big = ApiError(413, f"The request body is larger than {limit // 1024} KB.")
+    content_type = check_request_head(request, limit=limit, accepted=accepted, too_big=too_big)
     try:
         body = request.body
-        if len(body) > MAX_BODY_BYTES:
+        if len(body) > limit:
             raise too_big
         payload = _parse_json(body) if content_type == JSON_TYPE else _parse_form(request)
     # Django's own limits (DATA_UPLOAD_MAX_*) raise these; left alone they
@@ -171,6 +183,14 @@ def _idempotency_key(request: HttpRequest) -> str | None:
             {"Idempotency-Key": ["Must be 1-255 printable ASCII characters."]},
         )
     return key
+
+
+# Both lead endpoints spend one budget per API key (LEADS_API_RATE).
+LEADS_RATE_GROUP = "leads.intake.api"
+
+
+def _rate_key(api_key: ApiKey) -> str:
+    return f"api-key:{api_key.pk}"
 
 
 # --- Rate limits -----------------------------------------------------------------------
@@ -262,26 +282,32 @@ def _ingest_once(
 # --- The API -------------------------------------------------------------------------------
 
 
+def _lead_writer(request: HttpRequest) -> ApiKey:
+    """The API key of a lead-writing request, its source accepting leads; or ApiError."""
+    try:
+        api_key = authenticate(
+            request.headers.get("Authorization", ""), scope=ApiKey.Scope.LEADS_WRITE
+        )
+    except ApiKeyError as exc:
+        headers = {"WWW-Authenticate": 'Bearer realm="leads"'} if exc.status == 401 else {}
+        raise ApiError(exc.status, str(exc), headers) from None
+    if not api_key.source.active:
+        raise ApiError(403, f"The source {api_key.source.slug!r} is not accepting leads.")
+    return api_key
+
+
 @csrf_exempt  # bearer-token auth: no cookies, so no CSRF to defend against
 def api_leads(request: HttpRequest) -> HttpResponse:
     """POST /api/v1/leads with `Authorization: Bearer <key>`: store one lead."""
     if request.method != "POST":
         return _method_not_allowed()
     try:
-        try:
-            api_key = authenticate(
-                request.headers.get("Authorization", ""), scope=ApiKey.Scope.LEADS_WRITE
-            )
-        except ApiKeyError as exc:
-            headers = {"WWW-Authenticate": 'Bearer realm="leads"'} if exc.status == 401 else {}
-            raise ApiError(exc.status, str(exc), headers) from None
+        api_key = _lead_writer(request)
         source = api_key.source
-        if not source.active:
-            raise ApiError(403, f"The source {source.slug!r} is not accepting leads.")
         _check_rate(
             request,
-            group="leads.intake.api",
-            key=lambda _group, _request: f"api-key:{api_key.pk}",
+            group=LEADS_RATE_GROUP,
+            key=lambda _group, _request: _rate_key(api_key),
             rate=settings.LEADS_API_RATE,
         )
         idempotency_key = _idempotency_key(request)
@@ -315,6 +341,208 @@ def _unavailable(exc: DatabaseError) -> ApiError:
         503,
         "Leads cannot be stored right now; nothing was kept. Retry later.",
         {"Retry-After": retry},
+    )
+
+
+# --- The batch API ----------------------------------------------------------------------
+
+MAX_BATCH_ITEMS = 500
+MAX_BATCH_BYTES = 2 * 1024 * 1024
+
+
+def _charge(api_key: ApiKey, count: int) -> None:
+    """Count `count` leads against the key's LEADS_API_RATE, the budget the one-lead
+    endpoint spends one at a time (the same counter); 429 if they do not all fit,
+    and then none are counted, so a smaller batch can still go.
+
+    django-ratelimit counts one per request; its window and key functions are used
+    here so that both endpoints share a counter."""
+    rate = settings.LEADS_API_RATE
+    limit, period = _split_rate(rate)
+    if count > limit:
+        raise ApiError(
+            400,
+            f"This batch holds {count} leads; this API key may send at most {limit} "
+            f"every {period} seconds (LEADS_API_RATE). Send smaller batches.",
+        )
+    value = _rate_key(api_key)
+    window = _get_window(value, period)
+    key = _make_cache_key(LEADS_RATE_GROUP, window, rate, value, ALL)
+    if not cache.add(key, count, period + EXPIRATION_FUDGE):
+        try:
+            used = cache.incr(key, count)
+        except ValueError:  # expired between the two calls: a new window
+            cache.add(key, count, period + EXPIRATION_FUDGE)
+            used = count
+        if used > limit:
+            cache.incr(key, -count)
+            retry_after = max(1, window - int(time.time()) + 1)
+            raise ApiError(
+                429,
+                f"This batch of {count} leads would go past this API key's limit of "
+                f"{limit} every {period} seconds; retry in {retry_after} seconds.",
+                {"Retry-After": str(retry_after)},
+            )
+
+
+def _batch_items(payload: dict[str, Any]) -> list[tuple[str | None, dict[str, Any]]]:
+    """(idempotency key, lead) per item of a batch body; ApiError names what is wrong."""
+    items = payload.get("leads")
+    if not isinstance(items, list):
+        raise ApiError(400, {"leads": ['Expected a list of leads: {"leads": [...]}.']})
+    if not items:
+        raise ApiError(400, {"leads": ["The batch is empty."]})
+    if len(items) > MAX_BATCH_ITEMS:
+        raise ApiError(
+            400, {"leads": [f"{len(items)} leads; a batch holds at most {MAX_BATCH_ITEMS}."]}
+        )
+    if unknown := sorted(set(payload) - {"leads"}):
+        raise ApiError(400, {name: ["Unknown field."] for name in unknown})
+    out: list[tuple[str | None, dict[str, Any]]] = []
+    errors: dict[str, list[str]] = {}
+    for index, item in enumerate(items):
+        where = f"leads[{index}]"
+        if not isinstance(item, dict) or not isinstance(item.get("lead"), dict):
+            errors[where] = ['Expected {"lead": {...}} with an optional "idempotency_key".']
+            continue
+        if unknown := sorted(set(item) - {"lead", "idempotency_key"}):
+            errors[where] = [f"Unknown field {unknown[0]!r}."]
+            continue
+        key = item.get("idempotency_key")
+        if key is not None and not (isinstance(key, str) and IDEMPOTENCY_KEY_RE.match(key)):
+            errors[f"{where}.idempotency_key"] = ["Must be 1-255 printable ASCII characters."]
+            continue
+        out.append((key, item["lead"]))
+    if errors:
+        # The shape of the batch is wrong: nothing is stored, so a fixed batch
+        # can be sent again whole.
+        raise ApiError(400, errors)
+    return out
+
+
+def _ingest_batch(
+    *, source: LeadSource, items: list[tuple[str | None, dict[str, Any]]], actor: str
+) -> list[dict[str, Any]]:
+    """Store a batch; one result per item, in order. Idempotent per item: a key
+    stored before (by either endpoint) replays its first response."""
+    results: list[dict[str, Any] | None] = [None] * len(items)
+    hashes = [_request_hash(lead) for _, lead in items]
+    keys = {key for key, _ in items if key is not None}
+    stored = {r.key: r for r in IdempotencyRecord.objects.filter(source=source, key__in=keys)}
+    first_of_key: dict[str, int] = {}
+    todo: list[int] = []
+    for index, (key, _) in enumerate(items):
+        if key is None:
+            todo.append(index)
+        elif key in stored:
+            results[index] = _replayed(stored[key], hashes[index])
+        elif key in first_of_key:
+            continue  # answered below, from the first item with this key
+        else:
+            first_of_key[key] = index
+            todo.append(index)
+
+    def store(outcomes: list[IngestResult | LeadValidationError]) -> None:
+        records = []
+        for index, outcome in zip(todo, outcomes, strict=True):
+            if isinstance(outcome, LeadValidationError):
+                results[index] = {"status": 400, "errors": outcome.errors}
+                continue
+            status, body = _lead_body(outcome)
+            results[index] = {"status": status, **body}
+            key = items[index][0]
+            if key is not None:
+                records.append(
+                    IdempotencyRecord(
+                        source=source,
+                        key=key,
+                        request_hash=hashes[index],
+                        status_code=status,
+                        response=body,
+                    )
+                )
+        # In the leads' transaction. A concurrent request that stored one of
+        # these keys first makes this fail: the whole batch rolls back and the
+        # view sends it again, when the key replays.
+        IdempotencyRecord.objects.bulk_create(records)
+
+    with audit_context(actor=actor):
+        ingest_leads(
+            source=source,
+            payloads=[items[i][1] for i in todo],
+            actor=actor,
+            before_commit=store,
+        )
+    for index, (key, _) in enumerate(items):
+        if results[index] is None and key is not None:
+            first = first_of_key[key]
+            answer = dict(results[first] or {})
+            if hashes[index] != hashes[first]:
+                results[index] = _key_reused()
+            elif answer.get("status") in (200, 201):
+                results[index] = {**answer, "replayed": True}
+            else:
+                results[index] = answer
+    return [{"index": i, **(r or {})} for i, r in enumerate(results)]
+
+
+def _replayed(record: IdempotencyRecord, request_hash: str) -> dict[str, Any]:
+    if record.request_hash != request_hash:
+        return _key_reused()
+    return {"status": record.status_code, **record.response, "replayed": True}
+
+
+def _key_reused() -> dict[str, Any]:
+    return {
+        "status": 422,
+        "errors": {
+            "idempotency_key": ["Already used with a different lead; use a new key for a new lead."]
+        },
+    }
+
+
+@csrf_exempt  # bearer-token auth: no cookies, so no CSRF to defend against
+def api_leads_batch(request: HttpRequest) -> HttpResponse:
+    """POST /api/v1/leads/batch: up to MAX_BATCH_ITEMS leads in one request.
+
+    Body: {"leads": [{"lead": {...}, "idempotency_key": "..."}, ...]}. Answers 200
+    with one result per item, in order: 201 created, 200 duplicate (or replayed),
+    400 invalid, 422 key reused with another lead. Valid items are stored even
+    when others are not; a batch that is malformed as a whole stores nothing.
+    """
+    if request.method != "POST":
+        return _method_not_allowed()
+    try:
+        api_key = _lead_writer(request)
+        payload = read_payload(request, limit=MAX_BATCH_BYTES, accepted=(JSON_TYPE,))
+        items = _batch_items(payload)
+        _charge(api_key, len(items))
+        actor = f"api:{api_key.name}"
+        for attempt in (1, 2):
+            try:
+                results = _ingest_batch(source=api_key.source, items=items, actor=actor)
+                break
+            except IntegrityError:
+                if attempt == 2:
+                    raise
+        writes.note_accepted()
+    except ApiError as exc:
+        return _error_response(exc)
+    except LeadValidationError as exc:
+        return _error_response(ApiError(400, exc.errors))
+    except AuditValidationError as exc:
+        log.warning("batch from %s refused by the audit trail: %s", api_key.source.slug, exc)
+        return _error_response(ApiError(400, "A lead contains text that cannot be recorded."))
+    except DatabaseError as exc:
+        return _error_response(_unavailable(exc))
+    return JsonResponse(
+        {
+            "created": sum(1 for r in results if r["status"] == 201 and not r.get("replayed")),
+            "duplicates": sum(1 for r in results if r.get("duplicate") and not r.get("replayed")),
+            "replayed": sum(1 for r in results if r.get("replayed")),
+            "failed": sum(1 for r in results if r["status"] >= 400),
+            "results": results,
+        }
     )
 
 

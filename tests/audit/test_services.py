@@ -7,7 +7,7 @@ from django.db import transaction
 
 from audit.mirror import mirror
 from audit.models import AppendOnlyError, AuditEvent
-from audit.services import AuditValidationError, audit_context, record_event
+from audit.services import AuditValidationError, audit_context, record_event, record_events
 from audit.signing import mac_of
 from audit.types import UnknownEventType
 from leads.services import lead_create
@@ -215,3 +215,35 @@ def test_fast_insert_matches_the_orm():
     assert AuditEvent.objects.filter(timestamp=when).count() == 2
     assert AuditEvent.objects.filter(uuid=fast.uuid).exists()
     assert fast._state.adding is False
+
+
+@pytest.mark.django_db(transaction=True)
+def test_record_events_writes_all_in_order_with_the_change_or_none(audit_mirror_path):
+    calls = [
+        {"event_type": "lead_routed", "lead_id": f"LEAD-{i:06d}", "details": {"i": i}}
+        for i in range(5)
+    ]
+    with transaction.atomic():
+        events = record_events(calls)
+        assert mirror_lines(audit_mirror_path) == []  # not committed yet
+    stored = list(AuditEvent.objects.order_by("id"))
+    assert [e.id for e in events] == [e.id for e in stored]
+    assert [e.details["i"] for e in stored] == [0, 1, 2, 3, 4]
+    assert all(mac_of(e) == e.mac for e in stored)
+    assert [line["details"]["i"] for line in mirror_lines(audit_mirror_path)] == [0, 1, 2, 3, 4]
+    # One bad event keeps all of them out, and the caller's transaction usable.
+    with pytest.raises(AuditValidationError, match="actor"), transaction.atomic():
+        record_events([calls[0], {**calls[1], "actor": "nobody"}])
+    assert AuditEvent.objects.count() == 5
+    with pytest.raises(RuntimeError), transaction.atomic():
+        record_events(calls)
+        raise RuntimeError
+    assert AuditEvent.objects.count() == 5
+    assert record_events([]) == []
+
+
+@pytest.mark.django_db
+def test_a_refused_actor_leaves_no_correlation_id_behind():
+    with pytest.raises(AuditValidationError), audit_context(actor="mallory", correlation_id="c1"):
+        pass
+    assert record_event(event_type="lead_routed").correlation_id != "c1"
