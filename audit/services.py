@@ -300,7 +300,10 @@ def _insert_sqlite(event: AuditEvent) -> None:
     """
     connection.ensure_connection()
     row = storage_row(vars(event))
-    with connection.wrap_database_errors:
+    # Outside a transaction the INSERT is one of its own: it queues with the
+    # other writers (core.db.sqlite3) rather than in SQLite's sleeping busy handler.
+    queue = getattr(connection, "writer_queue", contextlib.nullcontext)
+    with queue(), connection.wrap_database_errors:
         event.id = connection.connection.execute(_SQLITE_INSERT, row).fetchone()[0]
     event._state.adding = False
     event._state.db = connection.alias

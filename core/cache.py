@@ -228,12 +228,14 @@ def _lazy_commit(connection: Any) -> Iterator[None]:
     elif connection.vendor == "sqlite":
         # WAL frames are appended in order, so the next durable commit syncs
         # this one's too; the database is never inconsistent either way.
+        queue = getattr(connection, "writer_queue", contextlib.nullcontext)
         with connection.cursor() as cursor:
             cursor.execute("PRAGMA synchronous")
             level = int(cursor.fetchone()[0])
             cursor.execute("PRAGMA synchronous = OFF")
             try:
-                yield
+                with queue():
+                    yield
             finally:
                 cursor.execute(f"PRAGMA synchronous = {level}")
     else:

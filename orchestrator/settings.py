@@ -99,6 +99,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         "connect_timeout", envint("DB_CONNECT_TIMEOUT", 5)
     )
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Django's SQLite backend with a queue for writers (core/db/sqlite3/base.py):
+    # the next writer starts when the last commits, not after a busy-wait sleep.
+    DATABASES["default"]["ENGINE"] = "core.db.sqlite3"
     DATABASES["default"]["OPTIONS"] = {
         # IMMEDIATE takes the write lock at BEGIN, so concurrent writers queue on
         # the busy timeout instead of failing with "database is locked" when a

@@ -15,6 +15,7 @@ processes in orchestrator/devtools/bench_writer.py (which, unlike this module,
 is imported before Django is set up).
 """
 
+import argparse
 import heapq
 import json
 import multiprocessing
@@ -71,6 +72,18 @@ TARGETS: dict[str, tuple[str, float]] = {
     "page_next": ("p95", 0.030),
     "statistics": ("p95", 0.100),
 }
+
+
+def count_arg(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number, at least `minimum`."""
+
+    def parse(raw: str) -> int:
+        value = int(raw)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}")
+        return value
+
+    return parse
 
 
 class BenchError(Exception):

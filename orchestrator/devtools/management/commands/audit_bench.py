@@ -5,16 +5,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from orchestrator.devtools import bench
-
-
-def _count(minimum: int) -> Any:
-    def parse(raw: str) -> int:
-        value = int(raw)
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}")
-        return value
-
-    return parse
+from orchestrator.devtools.bench import count_arg
 
 
 class Command(BaseCommand):
@@ -31,7 +22,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
-            "--events", type=_count(1), default=100_000, help="Events to fill (default 100000)."
+            "--events", type=count_arg(1), default=100_000, help="Events to fill (default 100000)."
         )
         parser.add_argument(
             "--reuse",
@@ -46,25 +37,28 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--writes",
-            type=_count(0),
+            type=count_arg(0),
             default=2000,
             help="Durable single-event writes to time (default 2000; 0 skips).",
         )
         parser.add_argument(
             "--writers",
-            type=_count(0),
+            type=count_arg(0),
             default=8,
             help="Concurrent writer processes (default 8; 0 skips).",
         )
         parser.add_argument(
-            "--per-writer", type=_count(1), default=500, help="Events per writer (default 500)."
+            "--per-writer", type=count_arg(1), default=500, help="Events per writer (default 500)."
         )
         parser.add_argument(
-            "--reads", type=_count(1), default=200, help="Repetitions of each read (default 200)."
+            "--reads",
+            type=count_arg(1),
+            default=200,
+            help="Repetitions of each read (default 200).",
         )
         parser.add_argument(
             "--legacy-runs",
-            type=_count(0),
+            type=count_arg(0),
             default=3,
             help="Full scans of the legacy export per read (default 3; 0 skips the export).",
         )
@@ -78,14 +72,14 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--leads",
-            type=_count(0),
+            type=count_arg(0),
             default=100_000,
             help="Bench leads (LEAD-000001 up) to fill for the views, with CRM records, "
             "emails and workflow runs; only the missing ones are added (default 100000).",
         )
         parser.add_argument(
             "--view-reps",
-            type=_count(1),
+            type=count_arg(1),
             default=30,
             help="Timed requests per view, after 2 warm-ups (default 30).",
         )
@@ -96,7 +90,7 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--import-lines",
-            type=_count(0),
+            type=count_arg(0),
             default=0,
             help="Synthetic legacy log lines to import through import_audit_log's path "
             "(default 0: skipped); the rate is judged against 20000 lines/s.",
