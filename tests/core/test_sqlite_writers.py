@@ -116,3 +116,11 @@ def test_a_killed_holder_blocks_nobody():
         if proc.poll() is None:
             proc.kill()
     assert CommandLock.objects.filter(name="after").exists()
+
+
+def test_destroying_a_test_database_takes_its_lock_file_along(tmp_path):
+    db = tmp_path / "test-x.sqlite3"
+    db.write_bytes(b"")
+    (tmp_path / "test-x.sqlite3.writers").write_bytes(b"")
+    connection.creation._destroy_test_db(str(db), verbosity=0)
+    assert list(tmp_path.iterdir()) == []
