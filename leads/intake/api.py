@@ -261,16 +261,14 @@ def _ingest_once(
         return _replay(record, request_hash)
     try:
         with transaction.atomic():
-            # The record is inserted first, in the lead's transaction: a
-            # concurrent request with the same key blocks on the unique index
-            # (PostgreSQL) or the write lock (SQLite, BEGIN IMMEDIATE) until
-            # this commits, then fails here and replays what this one stored.
-            record = IdempotencyRecord.objects.create(
-                source=source, key=key, request_hash=request_hash, status_code=0, response={}
-            )
             status, body = _lead_body(_ingest(source=source, payload=payload, actor=actor))
-            record.status_code, record.response = status, body
-            record.save(update_fields=["status_code", "response"])
+            # In the lead's transaction. A concurrent request with the same key
+            # (and so the same address) waited for this one's lock on the
+            # address, or for SQLite's write lock; it then fails here, rolls
+            # back its duplicate, and replays what this one stored.
+            IdempotencyRecord.objects.create(
+                source=source, key=key, request_hash=request_hash, status_code=status, response=body
+            )
     except IntegrityError:
         record = IdempotencyRecord.objects.filter(source=source, key=key).first()
         if record is None:  # the conflict was not ours to replay

@@ -309,6 +309,7 @@ def measure_lead_api(*, leads: int, clients: int, workers: int, batch: int = 0) 
         result, acknowledged = drive(port, raw, payloads, clients=clients, batch=batch)
         client_cpu = time.process_time() - client_cpu
         server_cpu = _tree_cpu_seconds(_server.pid) - server_cpu
+        worker_rss = _children_rss_mb(_server.pid)
     if result.errors:
         raise IntakeBenchError(f"{len(result.errors)} requests failed: {result.errors[:3]}")
     check_stored(acknowledged, payloads, actor=actor)
@@ -320,7 +321,24 @@ def measure_lead_api(*, leads: int, clients: int, workers: int, batch: int = 0) 
         # Where the machine's time went: the server, and this process's clients.
         "server_cpu_ms_per_lead": round(server_cpu / max(result.leads, 1) * 1000, 3),
         "client_cpu_ms_per_lead": round(client_cpu / max(result.leads, 1) * 1000, 3),
+        "worker_rss_mb_max": max(worker_rss, default=0),
     }
+
+
+def _children_rss_mb(pid: int) -> list[float]:
+    """Resident memory of each child of `pid` (gunicorn's workers), in MB (Linux /proc)."""
+    sizes = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = (entry / "status").read_text()
+        except OSError:
+            continue
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        if fields.get("PPid", "").strip() == str(pid) and "VmRSS" in fields:
+            sizes.append(round(int(fields["VmRSS"].split()[0]) / 1024, 1))
+    return sizes
 
 
 def _tree_cpu_seconds(pid: int) -> float:

@@ -326,6 +326,13 @@ def rows(result: WriteBenchResult) -> list[Row]:
             None,
             "-",
         )
+        add(
+            "  RSS of the largest gunicorn worker after it (MB)",
+            api["worker_rss_mb_max"],
+            "<= 150",
+            lambda: api["worker_rss_mb_max"] <= 150,
+            "-",
+        )
     batch = fig.get("batch")
     if batch:
         add(
