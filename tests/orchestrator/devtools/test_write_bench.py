@@ -85,3 +85,12 @@ def test_json_holds_the_figures_and_zero_skips_a_phase():
         "bytes per event at 300 (table + indexes)",
         "benchmark fill, 10M events projected (min, fill + seal)",
     }
+
+
+def test_a_second_run_knows_the_first_runs_events_as_its_own():
+    args = ["--events=200", "--writes=5", "--writers=0", "--api-leads=8", "--batch-leads=0"]
+    for _ in range(2):  # the second would refuse "events that are not benchmark events"
+        call_command("write_bench", *args, stdout=io.StringIO(), stderr=io.StringIO())
+    assert not AuditEvent.objects.exclude(workflow__startswith="bench-").exclude(
+        event_type="api_key_created"
+    )
