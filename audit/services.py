@@ -205,6 +205,12 @@ def record_event(**kwargs: Any) -> AuditEvent:
     event = build_event(**kwargs)
     if connection.vendor == "sqlite":
         _insert_sqlite(event)
+    elif connection.vendor == "postgresql":
+        # One prepared INSERT, as on SQLite: Model.save() took 1.25 ms at p50
+        # against 0.5 for the statement (write_bench on PostgreSQL).
+        [event.id] = _insert_returning_ids([storage_row(vars(event))])
+        event._state.adding = False
+        event._state.db = connection.alias
     else:
         event.save()
     transaction.on_commit(partial(mirror_events, [event]), robust=True)

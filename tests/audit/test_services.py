@@ -180,7 +180,7 @@ def test_uuid_is_unique():
 
 @pytest.mark.django_db
 def test_fast_insert_matches_the_orm():
-    """record_event's SQLite fast path stores exactly what Model.save() would."""
+    """record_event's fast path (SQLite, PostgreSQL) stores exactly what Model.save() would."""
     from audit.services import build_event
 
     when = datetime(2026, 3, 1, 12, 0, 0, 0, tzinfo=UTC)  # no microseconds: a formatting edge
