@@ -16,17 +16,20 @@ is imported before Django is set up).
 """
 
 import argparse
+import contextlib
 import heapq
 import json
 import multiprocessing
+import os
 import queue
 import random
 import sqlite3
 import tempfile
 import threading
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
@@ -35,7 +38,8 @@ from time import perf_counter
 from typing import Any, TextIO
 
 from django.conf import settings
-from django.db import connection, connections
+from django.db import connection, connections, transaction
+from django.db.models import Model
 from django.utils import timezone
 from tqdm import tqdm
 
@@ -45,7 +49,7 @@ from audit.jsonl import event_to_legacy
 from audit.legacy import LEGACY_EVENT_TYPES
 from audit.mirror import mirror
 from audit.models import AuditEvent, AuditSeal
-from audit.services import build_event, insert_events, record_event
+from audit.services import event_fields, insert_rows, record_event, storage_row
 from audit.signing import format_timestamp
 from audit.transfer import default_jobs, import_files
 from orchestrator.devtools import bench_views
@@ -58,9 +62,12 @@ BENCH_PREFIX = "bench-"
 STATS_WINDOW = timedelta(days=30)
 PAGE_SIZE = 50
 WRITE_LEADS = 1000
-# Rows per committed batch during the fill: few enough fsyncs that the fill
-# measures building and inserting rows, not the disk.
-FILL_BATCH = 10_000
+# Events per chunk of the fill, built in one go and committed as one batch:
+# few enough fsyncs that the fill measures building and inserting rows.
+FILL_CHUNK = 20_000
+# A fill at least this large (and at least the size of the table) drops the
+# secondary indexes and builds them after.
+DEFER_INDEXES_FROM = 100_000
 EXPORT_CHUNK = 5000
 WARMUP = 3
 
@@ -274,25 +281,40 @@ def foreign_events_exist() -> bool:
 
 
 def fill(config: BenchConfig, *, stream: TextIO, log: Log) -> dict[str, Any]:
+    restore_missing_indexes()  # a fill killed while its indexes were dropped
     existing = AuditEvent.objects.count()
     todo = max(0, config.events - existing) if config.reuse else config.events
     info: dict[str, Any] = {"existing": existing, "inserted": todo}
     if todo:
-        log(f"fill: {todo} events in batches of {FILL_BATCH} ({existing} already there)")
+        jobs = fill_jobs(todo)
+        defer = todo >= max(existing, DEFER_INDEXES_FROM)
+        log(
+            f"fill: {todo} events ({existing} already there), built by {jobs} "
+            f"process{'es' if jobs > 1 else ''}" + (", indexes built after" if defer else "")
+        )
         now = timezone.now()
         # A top-up (--reuse) numbers its leads past any lead already there:
         # there are fewer leads than events, so existing + 1 is always free.
-        first_lead = existing + 1
-        kwargs = synthetic_events(todo, seed=config.seed + existing, now=now, first_lead=first_lead)
-        events = (build_event(**kw) for kw in kwargs)
-        bar = tqdm(events, total=todo, unit="event", desc="fill", file=stream, disable=None)
+        chunks = [
+            (min(FILL_CHUNK, todo - start), config.seed + existing + n, now, existing + 1 + start)
+            for n, start in enumerate(range(0, todo, FILL_CHUNK))
+        ]
+        bar = tqdm(total=todo, unit="event", desc="fill", file=stream, disable=None)
         started = perf_counter()
-        inserted = insert_events(bar, batch_size=FILL_BATCH, mirror=False)
+        inserted = 0
+        with indexes_deferred(AuditEvent) if defer else contextlib.nullcontext():
+            for rows in _built_chunks(chunks, jobs=jobs):
+                with transaction.atomic():
+                    inserted += insert_rows(rows)
+                bar.update(len(rows))
+            indexed = perf_counter()
         elapsed = perf_counter() - started
         bar.close()
         if inserted != todo:
             raise BenchError(f"fill inserted {inserted} events, expected {todo}")
-        info.update(seconds=round(elapsed, 2), events_per_s=round(todo / elapsed))
+        info.update(seconds=round(elapsed, 2), events_per_s=round(todo / elapsed), jobs=jobs)
+        if defer:
+            info["index_seconds"] = round(perf_counter() - indexed, 2)
     else:
         log(f"fill: skipped, the database already holds {existing} events (--reuse)")
     started = perf_counter()
@@ -302,6 +324,70 @@ def fill(config: BenchConfig, *, stream: TextIO, log: Log) -> dict[str, Any]:
     if sealed:
         info["seal_events_per_s"] = round(sealed / elapsed)
     return info
+
+
+def fill_jobs(todo: int) -> int:
+    """Processes that build events while this one inserts: one per CPU for a big fill."""
+    return 1 if todo < FILL_CHUNK * 2 else max(1, min(os.cpu_count() or 1, 4))
+
+
+def build_chunk(count: int, seed: int, now: datetime, first_lead: int) -> list[tuple[Any, ...]]:
+    """`count` synthetic events, validated and MAC'd, as rows for insert_rows.
+
+    Each chunk is a population of whole journeys of its own (leads from
+    `first_lead`, fewer than `count` of them) spread over the 90 days."""
+    return [
+        storage_row(event_fields(**kw))
+        for kw in synthetic_events(count, seed=seed, now=now, first_lead=first_lead)
+    ]
+
+
+def _built_chunks(
+    chunks: list[tuple[int, int, datetime, int]], *, jobs: int
+) -> Iterator[list[tuple[Any, ...]]]:
+    """build_chunk of each chunk, in order: here, or in `jobs` forked processes a
+    few chunks ahead (as the legacy import parses), so both cores work."""
+    if jobs <= 1:
+        for chunk in chunks:
+            yield build_chunk(*chunk)
+        return
+    # Forked: the workers start with Django set up; they inherit this process's
+    # connection, never use it, and leave through os._exit.
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork")) as pool:
+        window: deque[Future[list[tuple[Any, ...]]]] = deque()
+        for chunk in chunks:
+            window.append(pool.submit(build_chunk, *chunk))
+            if len(window) > 2 * jobs:
+                yield window.popleft().result()
+        while window:
+            yield window.popleft().result()
+
+
+@contextlib.contextmanager
+def indexes_deferred(model: type[Model]) -> Iterator[None]:
+    """Drop the model's secondary indexes for a bulk load, build them again after.
+
+    Building an index from a full table sorts once; keeping it during the load
+    updates a B-tree per row at a random place (the uuid and correlation ids)."""
+    with connection.schema_editor() as editor:
+        for index in model._meta.indexes:
+            editor.remove_index(model, index)
+    try:
+        yield
+    finally:
+        restore_missing_indexes(model)
+
+
+def restore_missing_indexes(model: type[Model] = AuditEvent) -> list[str]:
+    """Create any of the model's Meta.indexes the database lacks; their names."""
+    with connection.cursor() as cursor:
+        present = set(connection.introspection.get_constraints(cursor, model._meta.db_table))
+    missing = [index for index in model._meta.indexes if index.name not in present]
+    if missing:
+        with connection.schema_editor() as editor:
+            for index in missing:
+                editor.add_index(model, index)
+    return [index.name for index in missing]
 
 
 def seal_everything(*, stream: TextIO) -> int:

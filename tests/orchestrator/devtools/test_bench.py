@@ -338,3 +338,51 @@ def test_lead_fill_follows_the_events_and_tops_up(monkeypatch):
     assert more["inserted"] == 30
     assert Lead.objects.count() == 150
     assert WorkflowRun.objects.count() == runs
+
+
+def _index_names():
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        return set(connection.introspection.get_constraints(cursor, AuditEvent._meta.db_table))
+
+
+def test_a_big_fill_builds_in_processes_and_indexes_after_and_stays_verifiable(monkeypatch):
+    from orchestrator.devtools import bench as bench_module
+
+    # Small numbers for the same paths a 10M fill takes.
+    monkeypatch.setattr(bench_module, "FILL_CHUNK", 400)
+    monkeypatch.setattr(bench_module, "DEFER_INDEXES_FROM", 1000)
+    monkeypatch.setattr(bench_module, "fill_jobs", lambda todo: 2)
+    data = json.loads(
+        bench(
+            "--events=3000",
+            "--json",
+            "--writes=0",
+            "--writers=0",
+            "--reads=2",
+            "--legacy-runs=0",
+            "--no-views",
+        )
+    )
+    assert data["fill"]["inserted"] == 3000 and data["fill"]["jobs"] == 2
+    assert data["fill"]["index_seconds"] >= 0
+    assert {index.name for index in AuditEvent._meta.indexes} <= _index_names()
+    assert AuditEvent.objects.count() == 3000
+    assert AuditEvent.objects.values("uuid").distinct().count() == 3000
+    report = verify()
+    assert report.ok and report.events_checked == 3000 and report.unsealed == 0
+
+
+def test_a_fill_killed_without_its_indexes_gets_them_back():
+    from django.db import connection
+
+    from orchestrator.devtools.bench import restore_missing_indexes
+
+    index = AuditEvent._meta.indexes[0]
+    with connection.schema_editor() as editor:
+        editor.remove_index(AuditEvent, index)
+    assert index.name not in _index_names()
+    bench("--events=50", "--writes=0", "--writers=0", "--reads=1", "--legacy-runs=0", "--no-views")
+    assert index.name in _index_names()
+    assert restore_missing_indexes() == []
