@@ -346,6 +346,7 @@ def _unavailable(exc: DatabaseError) -> ApiError:
 
 MAX_BATCH_ITEMS = 500
 MAX_BATCH_BYTES = 2 * 1024 * 1024
+BATCH_ATTEMPTS = 8
 
 
 def _charge(api_key: ApiKey, count: int) -> None:
@@ -516,12 +517,15 @@ def api_leads_batch(request: HttpRequest) -> HttpResponse:
         items = _batch_items(payload)
         _charge(api_key, len(items))
         actor = f"api:{api_key.name}"
-        for attempt in (1, 2):
+        # Each attempt that loses a race for one of its keys rolls back whole and
+        # starts again from the keys stored by then, which it now replays; it can
+        # lose only to a batch that committed meanwhile, so a few attempts do.
+        for attempt in range(1, BATCH_ATTEMPTS + 1):
             try:
                 results = _ingest_batch(source=api_key.source, items=items, actor=actor)
                 break
             except IntegrityError:
-                if attempt == 2:
+                if attempt == BATCH_ATTEMPTS:
                     raise
         writes.note_accepted()
     except ApiError as exc:
