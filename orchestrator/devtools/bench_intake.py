@@ -249,7 +249,7 @@ def drive(
             started = perf_counter()
             try:
                 status, data = request(port, "POST", path, body, headers)
-            except OSError as exc:
+            except (OSError, http.client.HTTPException) as exc:
                 with lock:
                     errors.append(f"{type(exc).__name__}: {exc}")
                 continue
