@@ -226,18 +226,12 @@ def _lazy_commit(connection: Any) -> Iterator[None]:
             cursor.execute("SET LOCAL synchronous_commit TO off")
             yield
     elif connection.vendor == "sqlite":
-        # WAL frames are appended in order, so the next durable commit syncs
-        # this one's too; the database is never inconsistent either way.
+        # The backend's group commit skips this commit's fsync; WAL frames are
+        # appended in order, so the next durable commit syncs this one's too.
         queue = getattr(connection, "writer_queue", contextlib.nullcontext)
-        with connection.cursor() as cursor:
-            cursor.execute("PRAGMA synchronous")
-            level = int(cursor.fetchone()[0])
-            cursor.execute("PRAGMA synchronous = OFF")
-            try:
-                with queue():
-                    yield
-            finally:
-                cursor.execute(f"PRAGMA synchronous = {level}")
+        lazy = getattr(connection, "lazy_commits", contextlib.nullcontext)
+        with lazy(), queue():
+            yield
     else:
         yield
 

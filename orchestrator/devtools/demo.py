@@ -695,33 +695,30 @@ def run_queued_tasks() -> None:
 
 @contextlib.contextmanager
 def _fast_sqlite() -> Iterator[None]:
-    """On SQLite, skip the fsync per commit while loading: demo data is disposable.
+    """On SQLite, skip the WAL's fsync per commit while loading: demo data is disposable.
 
-    synchronous=FULL (settings) costs a disk flush per transaction, and the
-    load commits tens of thousands of them; OFF is still crash-safe for the
-    application, only an OS crash or power loss mid-load could lose the file.
+    The backend syncs the WAL before each commit returns (core/db/sqlite3), and
+    the load commits tens of thousands of times. Without it the load is still
+    crash-safe for the application; only an OS crash or power loss mid-load
+    could lose its last commits.
     """
 
-    def set_synchronous(connection: Any, level: str) -> None:
-        # SQLite refuses the change inside a transaction (a test's, say): keep FULL there.
-        if connection.vendor == "sqlite" and not connection.in_atomic_block:
-            with connection.cursor() as cursor:
-                cursor.execute(f"PRAGMA synchronous={level}")
+    def set_durable(connection: Any, durable: bool) -> None:
+        if hasattr(connection, "durable_commits"):
+            connection.durable_commits = durable
 
     def relax(sender: Any, connection: Any, **kwargs: Any) -> None:
-        set_synchronous(connection, "OFF")
+        set_durable(connection, False)
 
     connection_created.connect(relax)
     for connection in connections.all(initialized_only=True):
-        if connection.connection is not None:
-            relax(None, connection)
+        relax(None, connection)
     try:
         yield
     finally:
         connection_created.disconnect(relax)
         for connection in connections.all(initialized_only=True):
-            if connection.connection is not None:
-                set_synchronous(connection, "FULL")
+            set_durable(connection, True)
 
 
 @contextlib.contextmanager

@@ -1,11 +1,14 @@
 """core.db.sqlite3: writers queue on a flock and start as soon as the last commits."""
 
+import fcntl
+import os
 import subprocess
 import sys
 import threading
 import time
 
 import pytest
+from django.core.cache import cache
 from django.db import OperationalError, connection, connections, transaction
 
 from core.models import CommandLock
@@ -124,3 +127,92 @@ def test_destroying_a_test_database_takes_its_lock_file_along(tmp_path):
     (tmp_path / "test-x.sqlite3.writers").write_bytes(b"")
     connection.creation._destroy_test_db(str(db), verbosity=0)
     assert list(tmp_path.iterdir()) == []
+
+
+class _SyncSpy:
+    """Wraps os.fdatasync: records which file each sync was for, and whether the
+    writers' flock was free at that moment (the next writer could work)."""
+
+    def __init__(self, monkeypatch):
+        self.calls: list[tuple[str, bool]] = []
+        self._real = os.fdatasync
+        monkeypatch.setattr(os, "fdatasync", self)
+
+    def __call__(self, fd):
+        path = os.readlink(f"/proc/self/fd/{fd}")
+        probe = os.open(connection.settings_dict["NAME"] + ".writers", os.O_RDWR)
+        try:
+            fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(probe, fcntl.LOCK_UN)
+            free = True
+        except BlockingIOError:
+            free = False
+        finally:
+            os.close(probe)
+        self.calls.append((path, free))
+        self._real(fd)
+
+
+def test_connections_run_wal_with_the_backend_syncing_commits():
+    with connection.cursor() as cursor:
+        cursor.execute("PRAGMA journal_mode")
+        assert cursor.fetchone()[0] == "wal"
+        cursor.execute("PRAGMA synchronous")
+        assert cursor.fetchone()[0] == 1  # NORMAL: COMMIT itself does not sync
+    assert connection._group_commit
+
+
+def test_a_commit_returns_after_syncing_the_wal_outside_the_write_lock(monkeypatch):
+    spy = _SyncSpy(monkeypatch)
+    with transaction.atomic():
+        _write("one")
+        assert spy.calls == []  # nothing synced before COMMIT
+    wal = os.path.realpath(connection.settings_dict["NAME"] + "-wal")
+    assert spy.calls == [(wal, True)]
+
+
+def test_a_write_in_autocommit_mode_is_synced_too(monkeypatch):
+    spy = _SyncSpy(monkeypatch)
+    _write("autocommit")  # Model.save() outside atomic(): SQLite commits the INSERT itself
+    assert len(spy.calls) == 1
+    CommandLock.objects.filter(name="autocommit").update(holder="u")
+    assert len(spy.calls) == 2
+    CommandLock.objects.filter(name="absent").update(holder="u")  # changed nothing
+    assert len(spy.calls) == 2
+
+
+def test_writes_queued_in_autocommit_sync_after_the_queue_lets_go(monkeypatch):
+    spy = _SyncSpy(monkeypatch)
+    with connection.writer_queue():
+        _write("queued")
+        assert spy.calls == []
+    assert spy.calls == [(os.path.realpath(connection.settings_dict["NAME"] + "-wal"), True)]
+
+
+def test_a_transaction_that_only_read_or_rolled_back_syncs_nothing(monkeypatch):
+    _write("there")
+    spy = _SyncSpy(monkeypatch)
+    with transaction.atomic():
+        assert CommandLock.objects.count() == 1
+    with pytest.raises(RuntimeError), transaction.atomic():
+        _write("undone")
+        raise RuntimeError
+    assert spy.calls == []
+    assert not CommandLock.objects.filter(name="undone").exists()
+
+
+def test_lazy_commits_skip_the_sync_and_rate_counters_use_them(monkeypatch):
+    spy = _SyncSpy(monkeypatch)
+    with connection.lazy_commits():
+        _write("lazy")
+        with transaction.atomic():
+            _write("lazy-too")
+    assert spy.calls == []
+    assert connection.durable_commits
+    _write("durable")  # carries the lazy frames to disk with its own
+    assert len(spy.calls) == 1
+
+    spy.calls.clear()
+    assert cache.add("rl:key", 0, 60)
+    assert cache.incr("rl:key") == 1
+    assert spy.calls == []

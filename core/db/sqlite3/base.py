@@ -16,6 +16,21 @@ SQLite's own lock still guards the data: a writer that does not take the
 flock (another program, `sqlite3` in a shell) is only slower to get in.
 Waiting gives up after the busy timeout (settings: SQLITE_BUSY_TIMEOUT) with
 SQLite's own "database is locked".
+
+Group commit. With synchronous=FULL SQLite fsyncs the WAL inside COMMIT,
+while the writer still holds the write lock, so writers queue behind each
+other's fsyncs: 8 writer processes got about 1,000 events/s here, the disk's
+fsync rate. This backend instead runs WAL with synchronous=NORMAL (COMMIT
+only writes) and fdatasyncs the WAL itself after the write lock is dropped,
+before the commit returns. The next writer works while the last one syncs,
+and one fdatasync carries every frame written before it, so writers waiting
+on the disk share syncs. For the caller nothing changes: a commit that has
+returned is on disk (durable across power loss, as with FULL); one that
+raised is not. What changes: another connection can read a transaction in
+the fdatasync's window (well under a millisecond) before it is durable.
+Writes in autocommit mode (each statement its own transaction) are synced
+the same way. `lazy_commits()` skips the sync for writes worth less than an
+fsync (rate-limit counters): the next durable commit carries them.
 """
 
 import contextlib
@@ -30,6 +45,34 @@ from django.db.backends.sqlite3 import base, creation
 
 POLL_FIRST = 0.0002
 POLL_MAX = 0.002
+
+# PRAGMA synchronous values.
+SYNCHRONOUS_NORMAL = 1
+
+
+class CursorWrapper(base.SQLiteCursorWrapper):
+    """Notices a statement that committed itself (autocommit mode) after changing
+    rows, so the WAL can be synced before the caller goes on."""
+
+    wrapper: "DatabaseWrapper"
+
+    def execute(self, query: str, params: Any = None) -> Any:
+        if self.connection.in_transaction:
+            return super().execute(query, params)
+        changes = self.connection.total_changes
+        result = super().execute(query, params)
+        if not self.connection.in_transaction and self.connection.total_changes != changes:
+            self.wrapper._committed()
+        return result
+
+    def executemany(self, query: str, param_list: Any) -> Any:
+        if self.connection.in_transaction:
+            return super().executemany(query, param_list)
+        changes = self.connection.total_changes
+        result = super().executemany(query, param_list)
+        if not self.connection.in_transaction and self.connection.total_changes != changes:
+            self.wrapper._committed()
+        return result
 
 
 class DatabaseCreation(creation.DatabaseCreation):
@@ -48,6 +91,54 @@ class DatabaseWrapper(base.DatabaseWrapper):
         super().__init__(*args, **kwargs)
         self._writers_fd: int | None = None
         self._writing = False
+        # Set per connection: WAL with synchronous=NORMAL (see the module's doc).
+        self._group_commit = False
+        self._wal_fd: int | None = None
+        self._sync_pending = False
+        # False: commits return without the WAL's fsync (lazy_commits()).
+        self.durable_commits = True
+        self._changes_at_begin = -1
+
+    def get_new_connection(self, conn_params: Any) -> Any:
+        conn = super().get_new_connection(conn_params)
+        journal = conn.execute("PRAGMA journal_mode").fetchone()[0]
+        synchronous = conn.execute("PRAGMA synchronous").fetchone()[0]
+        self._group_commit = (
+            str(journal).lower() == "wal"
+            and synchronous == SYNCHRONOUS_NORMAL
+            and self._writers_path() is not None
+        )
+        return conn
+
+    def create_cursor(self, name: str | None = None) -> Any:
+        cursor = self.connection.cursor(factory=CursorWrapper)
+        cursor.wrapper = self
+        return cursor
+
+    @contextlib.contextmanager
+    def lazy_commits(self) -> Iterator[None]:
+        """Commits inside return without syncing the WAL: a crash of the machine
+        (not of the process) may lose them, unless a later commit synced."""
+        durable, self.durable_commits = self.durable_commits, False
+        try:
+            yield
+        finally:
+            self.durable_commits = durable
+
+    def _committed(self) -> None:
+        if not self._group_commit or not self.durable_commits:
+            return
+        self._sync_pending = True
+        if not self._writing:
+            self._sync_wal()
+
+    def _sync_wal(self) -> None:
+        self._sync_pending = False
+        if self._wal_fd is None:
+            # Opened once per connection: SQLite keeps the WAL file (same inode)
+            # while any connection to the database is open, this one included.
+            self._wal_fd = os.open(f"{self.settings_dict['NAME']}-wal", os.O_RDONLY)
+        os.fdatasync(self._wal_fd)
 
     def _writers_path(self) -> str | None:
         name = str(self.settings_dict["NAME"])
@@ -81,6 +172,8 @@ class DatabaseWrapper(base.DatabaseWrapper):
         if self._writing and self._writers_fd is not None:
             fcntl.flock(self._writers_fd, fcntl.LOCK_UN)
         self._writing = False
+        if self._sync_pending:
+            self._sync_wal()
 
     @contextlib.contextmanager
     def writer_queue(self) -> Iterator[None]:
@@ -99,13 +192,22 @@ class DatabaseWrapper(base.DatabaseWrapper):
         self._take_writer_lock()
         try:
             super()._start_transaction_under_autocommit()  # type: ignore[misc]
+            self._changes_at_begin = self.connection.total_changes
         except BaseException:
             self._drop_writer_lock()
             raise
 
     def _commit(self) -> None:
         try:
+            # total_changes counts rows written since BEGIN: a transaction that
+            # only read has nothing to sync.
+            changed = (
+                self.connection is not None
+                and self.connection.total_changes != self._changes_at_begin
+            )
             super()._commit()  # type: ignore[misc]
+            if changed:
+                self._committed()
         finally:
             self._drop_writer_lock()
 
@@ -119,7 +221,9 @@ class DatabaseWrapper(base.DatabaseWrapper):
         try:
             super()._close()  # type: ignore[misc]
         finally:
+            self._sync_pending = False
             self._drop_writer_lock()
-            if self._writers_fd is not None:
-                os.close(self._writers_fd)
-                self._writers_fd = None
+            for fd in (self._writers_fd, self._wal_fd):
+                if fd is not None:
+                    os.close(fd)
+            self._writers_fd = self._wal_fd = None
