@@ -216,3 +216,14 @@ def test_lazy_commits_skip_the_sync_and_rate_counters_use_them(monkeypatch):
     assert cache.add("rl:key", 0, 60)
     assert cache.incr("rl:key") == 1
     assert spy.calls == []
+
+
+def test_an_audit_event_recorded_in_autocommit_mode_is_synced(monkeypatch):
+    from audit.services import record_event
+
+    spy = _SyncSpy(monkeypatch)
+    record_event(event_type="workflow_started", workflow="w")  # raw sqlite3 INSERT, own commit
+    assert spy.calls == [(os.path.realpath(connection.settings_dict["NAME"] + "-wal"), True)]
+    with transaction.atomic():
+        record_event(event_type="workflow_stopped", workflow="w")
+    assert len(spy.calls) == 2

@@ -183,9 +183,15 @@ class DatabaseWrapper(base.DatabaseWrapper):
             yield
             return
         self._take_writer_lock()
+        self.ensure_connection()
+        changes = self.connection.total_changes
         try:
             yield
         finally:
+            # Statements run on the raw sqlite3 connection (the audit INSERT)
+            # bypass CursorWrapper: what they committed is synced here.
+            if self.connection is not None and self.connection.total_changes != changes:
+                self._committed()
             self._drop_writer_lock()
 
     def _start_transaction_under_autocommit(self) -> None:
