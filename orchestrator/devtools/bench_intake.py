@@ -336,8 +336,12 @@ def measure_lead_api(*, leads: int, clients: int, workers: int, batch: int = 0) 
     }
 
 
-def _children_rss_mb(pid: int) -> list[float]:
-    """Resident memory of each child of `pid` (gunicorn's workers), in MB (Linux /proc)."""
+def _children_rss_mb(pid: int, field: str = "VmRSS") -> list[float]:
+    """Resident memory of each child of `pid` (gunicorn's workers), in MB (Linux /proc).
+
+    VmRSS counts the database's pages a worker has mapped (SQLite's mmap), which
+    are the kernel's page cache, shared by all workers and reclaimable;
+    field="RssAnon" is the worker's own memory."""
     sizes = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -347,8 +351,8 @@ def _children_rss_mb(pid: int) -> list[float]:
         except OSError:
             continue
         fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-        if fields.get("PPid", "").strip() == str(pid) and "VmRSS" in fields:
-            sizes.append(round(int(fields["VmRSS"].split()[0]) / 1024, 1))
+        if fields.get("PPid", "").strip() == str(pid) and field in fields:
+            sizes.append(round(int(fields[field].split()[0]) / 1024, 1))
     return sizes
 
 

@@ -25,12 +25,13 @@ from pathlib import Path
 from time import perf_counter
 from typing import Any, TextIO
 
+from django.core.cache import cache
 from django.db import connection
 from tqdm import tqdm
 
 from audit.jsonl import legacy_line_text
 from audit.models import AuditEvent
-from orchestrator.devtools import bench, bench_intake
+from orchestrator.devtools import bench, bench_intake, bench_walk
 from orchestrator.devtools.sampling import Timing, sample_lead_ids
 from orchestrator.devtools.synthetic import random_write
 
@@ -49,6 +50,8 @@ class WriteBenchConfig:
     api_workers: int = 4
     batch_leads: int = 30_000
     batch_size: int = 500
+    # Every dashboard page once through gunicorn, then the workers' memory.
+    walk: bool = True
     seed: int = 1
 
 
@@ -116,6 +119,13 @@ def run(config: WriteBenchConfig, *, stream: TextIO) -> WriteBenchResult:
             clients=config.api_workers,
             workers=config.api_workers,
             batch=config.batch_size,
+        )
+    if config.walk:
+        log(f"dashboard walk: every page once through gunicorn, {config.api_workers} workers")
+        # Cold: fresh workers, and no figure cached from an earlier run.
+        cache.clear()
+        fig["walk"] = bench_walk.measure_dashboard_walk(
+            workers=config.api_workers, seed=config.seed
         )
     log("legacy design: the same writes as appended, fsync'd JSON lines")
     with tempfile.TemporaryDirectory(prefix="write-bench-") as tmp:
@@ -345,6 +355,30 @@ def rows(result: WriteBenchResult) -> list[Row]:
         add(
             "  server CPU per lead (ms)",
             batch["server_cpu_ms_per_lead"],
+            "-",
+            None,
+            "-",
+        )
+    walk = fig.get("walk")
+    if walk:
+        add(
+            f"dashboard walk, {walk['requests']} pages and fragments once (p50 / p95 ms)",
+            f"{walk['p50_ms']:.0f} / {walk['p95_ms']:.0f}"
+            + (f", {len(walk['failures'])} failed" if walk["failures"] else ""),
+            "no failure",
+            lambda: not walk["failures"],
+            "-",
+        )
+        add(
+            "  largest gunicorn worker after it, RSS (MB)",
+            walk["worker_rss_mb_max"],
+            "<= 150",
+            lambda: walk["worker_rss_mb_max"] <= 150,
+            "-",
+        )
+        add(
+            "  the same without mapped database pages (MB)",
+            walk["worker_anon_mb_max"],
             "-",
             None,
             "-",

@@ -52,6 +52,14 @@ def test_every_figure_is_measured_next_to_its_target_and_the_legacy_design(audit
     assert api[1] == ">= 300; <= 250"
     assert int(api[0].split(";")[0]) > 0
     assert int(rows["batch API, 500 a request (leads/s)"][0]) > 0
+    # Every dashboard page through gunicorn, logged in, none failing; then its workers.
+    [walk] = [row for metric, row in rows.items() if metric.startswith("dashboard walk, ")]
+    assert walk[1:3] == ["no failure", "PASS"], walk
+    pages = int(next(m for m in rows if m.startswith("dashboard walk, ")).split()[2])
+    assert pages > 30
+    rss = rows["largest gunicorn worker after it, RSS (MB)"]
+    assert float(rss[0]) > 20 and rss[1] == "<= 150"
+    assert 0 < float(rows["the same without mapped database pages (MB)"][0]) <= float(rss[0])
     # What gunicorn acknowledged is stored: the bench checked it, and so do we.
     bench_leads = Lead.objects.filter(source__slug=SOURCE_SLUG)
     # 60 one at a time (6 repeat an address), 1200 batched (120 repeat), warm-ups.
@@ -73,13 +81,14 @@ def test_json_holds_the_figures_and_zero_skips_a_phase():
         "--writers=0",
         "--api-leads=0",
         "--batch-leads=0",
+        "--no-walk",
         "--json",
         stdout=out,
         stderr=io.StringIO(),
     )
     data = json.loads(out.getvalue())
     assert data["figures"]["storage"]["events"] == 300
-    assert "api" not in data["figures"] and "concurrent" not in data["figures"]
+    assert not {"api", "concurrent", "walk"} & set(data["figures"])
     assert data["figures"]["legacy"]["concurrent_events_per_s"] > 0
     assert {row["metric"] for row in data["rows"]} >= {
         "bytes per event at 300 (table + indexes)",
@@ -88,7 +97,14 @@ def test_json_holds_the_figures_and_zero_skips_a_phase():
 
 
 def test_a_second_run_knows_the_first_runs_events_as_its_own():
-    args = ["--events=200", "--writes=5", "--writers=0", "--api-leads=8", "--batch-leads=0"]
+    args = [
+        "--events=200",
+        "--writes=5",
+        "--writers=0",
+        "--api-leads=8",
+        "--batch-leads=0",
+        "--no-walk",
+    ]
     for _ in range(2):  # the second would refuse "events that are not benchmark events"
         call_command("write_bench", *args, stdout=io.StringIO(), stderr=io.StringIO())
     assert not AuditEvent.objects.exclude(workflow__startswith="bench-").exclude(

@@ -1,3 +1,4 @@
+import argparse
 import json
 from typing import Any
 
@@ -43,6 +44,13 @@ class Command(BaseCommand):
             help="Leads to post in batches through gunicorn (0 skips).",
         )
         parser.add_argument("--workers", type=count_arg(1), default=defaults.api_workers)
+        parser.add_argument(
+            "--walk",
+            action=argparse.BooleanOptionalAction,
+            default=defaults.walk,
+            help="Fetch every dashboard page once through gunicorn, then weigh its "
+            "workers (default on; --no-walk skips it).",
+        )
         parser.add_argument("--seed", type=int, default=defaults.seed)
         parser.add_argument("--json", action="store_true", help="Print the figures as JSON.")
 
@@ -56,6 +64,7 @@ class Command(BaseCommand):
             api_leads=options["api_leads"],
             batch_leads=options["batch_leads"],
             api_workers=options["workers"],
+            walk=options["walk"],
             seed=options["seed"],
         )
         try:
