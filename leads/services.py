@@ -156,7 +156,10 @@ def clean_payload(
     return fields, extra
 
 
-@transaction.atomic
+# No savepoint of its own: inside ingest_lead's savepoint it only cost two
+# statements per lead. A failure inside a caller's transaction spoils that
+# transaction (Django refuses its next query), so nothing half-done commits.
+@transaction.atomic(savepoint=False)
 def lead_create(
     *,
     source: LeadSource,
@@ -171,7 +174,9 @@ def lead_create(
     lead = Lead.objects.create(
         email=email,
         source=source,
-        workflow_id=source.workflow_id,
+        # The instance, not its id: the event names the workflow, and a caller
+        # that loaded it with the source (the API's key lookup) saves a query.
+        workflow=source.workflow,
         extra=extra or {},
         created_at=at,
         **fields,
@@ -223,6 +228,7 @@ def ingest_lead(
                 email=email,
                 created_at__gte=at - timedelta(hours=source.dedupe_window_hours),
             )
+            .select_related("workflow")  # its event names the workflow
             .order_by("-created_at")
             .first()
         )

@@ -161,7 +161,8 @@ def authenticate(authorization: str, *, scope: str) -> ApiKey:
     match = KEY_RE.match(token) if token else None
     if match is None:
         raise ApiKeyError("Malformed Authorization header: expected 'Bearer lo_<prefix>_<secret>'.")
-    key = ApiKey.objects.select_related("source").filter(prefix=match["prefix"]).first()
+    # The source's workflow too: each lead's event names it.
+    key = ApiKey.objects.select_related("source__workflow").filter(prefix=match["prefix"]).first()
     # Hash and compare even when the prefix is unknown, so both failures take as long.
     expected = key.key_hash if key else hash_key("")
     if not hmac.compare_digest(hash_key(token), expected) or key is None:
