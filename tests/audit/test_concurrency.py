@@ -102,3 +102,47 @@ def test_four_processes_by_500_events_with_a_sealer_running(run_python, web_sour
     assert AuditEvent.objects.filter(event_type="lead_ingested").count() == 1000
     assert AuditEvent.objects.filter(event_type="email_sent").count() == 1000
     _assert_all_sealed_and_verified(3000)
+
+
+KILLED_WRITER = """
+from django.db import transaction
+from audit.services import record_event
+for i in range(100000):
+    # Every other one in a transaction, the rest in autocommit mode: both commit
+    # paths (on SQLite, both places the backend syncs the WAL before returning).
+    if i % 2:
+        with transaction.atomic():
+            event = record_event(event_type="email_sent", workflow="killed", details={"i": i})
+    else:
+        event = record_event(event_type="email_sent", workflow="killed", details={"i": i})
+    print(event.id, flush=True)  # acknowledged: record_event (and its commit) returned
+"""
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_writers_killed_mid_stream_lose_no_acknowledged_event(run_python):
+    """A writer killed with SIGKILL between any two instructions: every event it
+    was told was committed is stored, MAC'd and sealable; the trail verifies."""
+    procs = [run_python(KILLED_WRITER) for _ in range(2)]
+    acknowledged: list[int] = []
+    try:
+        for proc in procs:
+            # Some hundreds written first, so the kill lands mid-stream.
+            for _ in range(300):
+                line = proc.stdout.readline()
+                assert line, proc.stderr.read()
+                acknowledged.append(int(line))
+        for proc in procs:
+            proc.kill()
+        for proc in procs:
+            out, _err = proc.communicate(timeout=60)
+            acknowledged += [int(x) for x in out.split()]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    assert all(p.returncode == -9 for p in procs)
+    stored = set(AuditEvent.objects.filter(workflow="killed").values_list("id", flat=True))
+    assert set(acknowledged) <= stored
+    # A killed writer leaves no half-written row either: everything stored verifies.
+    _assert_all_sealed_and_verified(len(stored))
