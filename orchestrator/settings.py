@@ -98,6 +98,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
         "connect_timeout", envint("DB_CONNECT_TIMEOUT", 5)
     )
+# The audit INSERT is a prepared statement on PostgreSQL (audit/services.py);
+# false for a pooler that cannot keep them (PgBouncer in transaction mode < 1.21).
+DB_PREPARED_STATEMENTS = envbool("DB_PREPARED_STATEMENTS", True)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Django's SQLite backend with a queue for writers (core/db/sqlite3/base.py):
     # the next writer starts when the last commits, not after a busy-wait sleep.

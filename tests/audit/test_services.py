@@ -247,3 +247,33 @@ def test_a_refused_actor_leaves_no_correlation_id_behind():
     with pytest.raises(AuditValidationError), audit_context(actor="mallory", correlation_id="c1"):
         pass
     assert record_event(event_type="lead_routed").correlation_id != "c1"
+
+
+def _prepared_audit_inserts() -> int:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s",
+            ["INSERT INTO audit_auditevent%"],
+        )
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("prepared", [True, False])
+def test_on_postgresql_the_insert_is_prepared_once_per_connection_unless_turned_off(
+    settings, prepared
+):
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("prepared statements are PostgreSQL's; .ci/run runs this there")
+    settings.DB_PREPARED_STATEMENTS = prepared
+    connection.close()  # a fresh connection: none prepared yet
+    for i in range(3):
+        record_event(event_type="email_sent", workflow="w", details={"i": i})
+    assert _prepared_audit_inserts() == (1 if prepared else 0)
+    stored = AuditEvent.objects.filter(workflow="w").order_by("id")
+    assert [e.details["i"] for e in stored] == [0, 1, 2]
+    assert all(e.mac == mac_of(e) for e in stored)
