@@ -286,7 +286,7 @@ def _insert_postgresql(event: AuditEvent) -> None:
     row = storage_row(vars(event))
     with connection.wrap_database_errors, psycopg.Cursor(raw) as cursor:
         cursor.execute(_POSTGRESQL_INSERT, row, prepare=prepare)
-        event.id = cursor.fetchone()[0]
+        (event.id,) = cursor.fetchall()[0]
     event._state.adding = False
     event._state.db = connection.alias
 
