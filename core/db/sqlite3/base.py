@@ -57,19 +57,16 @@ class CursorWrapper(base.SQLiteCursorWrapper):
     wrapper: "DatabaseWrapper"
 
     def execute(self, query: str, params: Any = None) -> Any:
-        if self.connection.in_transaction:
-            return super().execute(query, params)
-        changes = self.connection.total_changes
-        result = super().execute(query, params)
-        if not self.connection.in_transaction and self.connection.total_changes != changes:
-            self.wrapper._committed()
-        return result
+        return self._run(super().execute, query, params)
 
     def executemany(self, query: str, param_list: Any) -> Any:
-        if self.connection.in_transaction:
-            return super().executemany(query, param_list)
+        return self._run(super().executemany, query, param_list)
+
+    def _run(self, method: Any, query: str, values: Any) -> Any:
+        if self.connection.in_transaction:  # the COMMIT will sync
+            return method(query, values)
         changes = self.connection.total_changes
-        result = super().executemany(query, param_list)
+        result = method(query, values)
         if not self.connection.in_transaction and self.connection.total_changes != changes:
             self.wrapper._committed()
         return result
