@@ -16,6 +16,7 @@ from jsonschema.exceptions import SchemaError
 
 from audit.models import AuditEvent
 from audit.services import record_event, record_events
+from core.db.bulk import insert_all
 from core.locks import lock_value, lock_values
 from leads.errors import NotApplicable
 from leads.followups.services import lead_disqualified
@@ -317,7 +318,7 @@ def ingest_leads(
                 result = IngestResult(lead=lead, created=False, merged_fields=merged)
             results.append(result)
             events.append((result, fields, extra, email))
-        Lead.objects.bulk_create(new)
+        insert_all(new)
         if new:
             _set_public_ids(new)
         for lead in seen.values():

@@ -33,6 +33,7 @@ from django_ratelimit.core import (
 
 from audit.services import AuditValidationError, audit_context
 from core import writes
+from core.db.bulk import insert_all
 from core.jsonvalues import storable_text, strict_loads
 from leads.intake.apikeys import ApiKeyError, authenticate
 from leads.models import ApiKey, IdempotencyRecord, LeadSource
@@ -463,7 +464,7 @@ def _ingest_batch(
         # In the leads' transaction. A concurrent request that stored one of
         # these keys first makes this fail: the whole batch rolls back and the
         # view sends it again, when the key replays.
-        IdempotencyRecord.objects.bulk_create(records)
+        insert_all(records)
 
     with audit_context(actor=actor):
         ingest_leads(
