@@ -1,4 +1,4 @@
-"""bulk_create's INSERT for the simple case, without its per-row query building.
+"""bulk_create's INSERT for the simple case on SQLite, without its per-row query building.
 
 QuerySet.bulk_create(500 leads) spent 40 % of a batch request's time in the
 SQL compiler: per row and field it resolves expressions, checks for
@@ -22,6 +22,12 @@ def insert_all(objs: Sequence[Model]) -> None:
     """INSERT `objs` (instances of one model, not yet saved) in the caller's
     transaction; each gets its primary key. Raises IntegrityError as save() would."""
     if not objs:
+        return
+    if connection.vendor == "postgresql":
+        # Django's own is the faster there: one array per column (UNNEST)
+        # instead of a placeholder per value (measured: 0.55 against 0.73 ms
+        # of server CPU a lead in write_bench's batches).
+        type(objs[0])._default_manager.bulk_create(objs)
         return
     meta = objs[0]._meta
     pk = meta.pk
