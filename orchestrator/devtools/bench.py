@@ -448,7 +448,7 @@ def measure_write_latency(
     ]
     samples = []
     # No transaction.atomic(): in autocommit each INSERT is its own transaction,
-    # so each call pays one commit (an fsync of the WAL with synchronous=FULL)
+    # so each call pays one commit (an fdatasync of the WAL, core/db/sqlite3)
     # and, with the mirror on, the hand-off of its line to the mirror's writer.
     for kwargs in calls:
         started = perf_counter()
