@@ -179,8 +179,9 @@ class DatabaseWrapper(base.DatabaseWrapper):
         if self._writing or not self.get_autocommit():
             yield
             return
-        self._take_writer_lock()
+        # Connected first: a failed connect must not leave the flock taken.
         self.ensure_connection()
+        self._take_writer_lock()
         changes = self.connection.total_changes
         try:
             yield
