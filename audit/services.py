@@ -243,7 +243,7 @@ def record_events(calls: list[Mapping[str, Any]]) -> list[AuditEvent]:
 
 def _insert_returning_ids(rows: list[tuple[Any, ...]]) -> list[int]:
     """PostgreSQL: the rows in one INSERT, their ids in the order given."""
-    casts = {"uuid": "::uuid", "details": "::jsonb"}
+    casts = POSTGRESQL_CASTS
     group = "(" + ", ".join("%s" + casts.get(c, "") for c in STORAGE_COLUMNS) + ")"
     ids: list[int] = []
     with connection.cursor() as cursor:
@@ -291,11 +291,14 @@ def _insert_postgresql(event: AuditEvent) -> None:
     event._state.db = connection.alias
 
 
+# The types PostgreSQL is told the plain values (hex, JSON text) stand for.
+POSTGRESQL_CASTS = {"uuid": "::uuid", "details": "::jsonb"}
+
 # The MAC's fields first, then what is derived from them.
 STORAGE_COLUMNS = (*MAC_FIELDS, "fingerprint", "mac")
 _POSTGRESQL_INSERT = (
     f"INSERT INTO audit_auditevent ({', '.join(STORAGE_COLUMNS)}) VALUES ("
-    + ", ".join("%s" + {"uuid": "::uuid", "details": "::jsonb"}.get(c, "") for c in STORAGE_COLUMNS)
+    + ", ".join("%s" + POSTGRESQL_CASTS.get(c, "") for c in STORAGE_COLUMNS)
     + ") RETURNING id"
 )
 _SQLITE_INSERT = (
@@ -356,7 +359,7 @@ def insert_rows(rows: list[tuple[Any, ...]]) -> int:
     if not rows:
         return 0
     # PostgreSQL is told the types the plain values stand for.
-    casts = {"uuid": "::uuid", "details": "::jsonb"} if connection.vendor == "postgresql" else {}
+    casts = POSTGRESQL_CASTS if connection.vendor == "postgresql" else {}
     sql = (
         f"INSERT INTO audit_auditevent ({', '.join(STORAGE_COLUMNS)}) "
         f"VALUES ({', '.join('%s' + casts.get(c, '') for c in STORAGE_COLUMNS)}) "
