@@ -2,6 +2,7 @@
 bad input."""
 
 import hashlib
+import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
@@ -104,6 +105,12 @@ def requested_page[T](request: HttpRequest, read: Callable[[str | None], Page[T]
 
 # The issue allows figures up to a minute old; every cached dashboard figure uses this.
 FIGURE_CACHE_SECONDS = 60
+# How long one request may hold a figure's recomputation before another takes over
+# (a worker killed mid-computation must not leave the figure unowned for long), and
+# how long the others wait for it before computing the figure themselves.
+FIGURE_LOCK_SECONDS = 30
+FIGURE_WAIT_SECONDS = 20.0
+FIGURE_POLL_SECONDS = 0.05
 _MISSING = object()
 
 
@@ -113,13 +120,77 @@ def minute(moment: datetime) -> int:
     return int(moment.timestamp()) // 60
 
 
-def cached_figure[T](name: str, *key: object, compute: Callable[[], T]) -> T:
-    """`compute()`, shared for FIGURE_CACHE_SECONDS by requests with the same `key`
-    (pass the period as minute(start), minute(end))."""
-    digest = hashlib.sha256(repr(key).encode()).hexdigest()[:40]
-    cache_key = f"figures:{name}:{digest}"
+def _digest(key: tuple[object, ...]) -> str:
+    return hashlib.sha256(repr(key).encode()).hexdigest()[:40]
+
+
+def cached_figure[T](
+    name: str,
+    *key: object,
+    compute: Callable[[], T],
+    window: tuple[datetime, datetime] | None = None,
+) -> T:
+    """`compute()`, shared for FIGURE_CACHE_SECONDS by requests with the same `key` and
+    the same `window` (a period, to the minute), and computed once however many
+    requests ask at the same moment.
+
+    A rolling period ("last 7 days") is a new window every minute: the first request
+    of the minute recomputes it, and while it does, every other request gets the same
+    window one minute earlier (a figure at most a minute old, as for any cache hit)
+    instead of queueing behind it or computing it again. With nothing that recent, the
+    others wait for the one computation (up to FIGURE_WAIT_SECONDS, then compute
+    themselves: its owner may have died).
+    """
+    if window is None:
+        exact, family, at = key, None, None
+    else:
+        at = (minute(window[0]), minute(window[1]))
+        exact = (*key, *at)
+        # The same figure over a window of the same length: the previous minute's.
+        family = _digest((*key, at[1] - at[0]))
+    cache_key = f"figures:{name}:{_digest(exact)}"
     value = cache.get(cache_key, _MISSING)
-    if value is _MISSING:
-        value = compute()
-        cache.set(cache_key, value, FIGURE_CACHE_SECONDS)
+    if value is not _MISSING:
+        return value
+    lock_key = f"{cache_key}:lock"
+    if cache.add(lock_key, 1, FIGURE_LOCK_SECONDS):
+        try:
+            return _compute_and_store(name, cache_key, family, at, compute)
+        finally:
+            cache.delete(lock_key)
+    if family is not None and at is not None:
+        latest = cache.get(f"figures:{name}:latest:{family}")
+        if isinstance(latest, list) and len(latest) == 3:
+            start, end, stale = latest
+            if at[1] - 1 <= end <= at[1] and end - start == at[1] - at[0]:
+                return stale  # type: ignore[no-any-return]
+    deadline = time.monotonic() + FIGURE_WAIT_SECONDS
+    while time.monotonic() < deadline:
+        time.sleep(FIGURE_POLL_SECONDS)
+        value = cache.get(cache_key, _MISSING)
+        if value is not _MISSING:
+            return value
+        if cache.add(lock_key, 1, FIGURE_LOCK_SECONDS):
+            # Its owner gave up (an exception, or its lock ran out): ours now.
+            try:
+                return _compute_and_store(name, cache_key, family, at, compute)
+            finally:
+                cache.delete(lock_key)
+    return compute()
+
+
+def _compute_and_store[T](
+    name: str,
+    cache_key: str,
+    family: str | None,
+    at: tuple[int, int] | None,
+    compute: Callable[[], T],
+) -> T:
+    value = compute()
+    cache.set(cache_key, value, FIGURE_CACHE_SECONDS)
+    if family is not None and at is not None:
+        # Kept two minutes: it stands in for the next minute's window while that
+        # is computed, and is never more than a minute older than what was asked.
+        latest = [at[0], at[1], value]
+        cache.set(f"figures:{name}:latest:{family}", latest, 2 * FIGURE_CACHE_SECONDS)
     return value

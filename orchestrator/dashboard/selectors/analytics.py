@@ -21,7 +21,7 @@ from orchestrator.dashboard.figures import (
     ratio,
 )
 from orchestrator.dashboard.figures import CrmCallStats as CrmPerformance
-from orchestrator.dashboard.render import cached_figure, minute
+from orchestrator.dashboard.render import cached_figure
 
 __all__ = [
     "FUNNEL_STAGES",
@@ -39,7 +39,7 @@ __all__ = [
 
 
 def _cached[T](name: str, since: datetime, until: datetime, compute: Callable[[], T]) -> T:
-    return cached_figure(f"analytics:{name}", minute(since), minute(until), compute=compute)
+    return cached_figure(f"analytics:{name}", compute=compute, window=(since, until))
 
 
 # --- Leads: funnel and sources ------------------------------------------------------------

@@ -24,7 +24,7 @@ from leads.models import Lead, LeadSource
 from leads.workflows.models import Workflow, WorkflowRun
 from orchestrator.dashboard import figures
 from orchestrator.dashboard.figures import event_counts
-from orchestrator.dashboard.render import cached_figure, minute
+from orchestrator.dashboard.render import cached_figure
 from orchestrator.monitoring.spikes import SpikeRule, spike_indexes
 
 # The chart palette has nine colours; smaller sources share the last series.
@@ -48,10 +48,8 @@ def _bucketed(
 
 def cached(name: str, period: Period, compute: Callable[[], Any]) -> Any:
     """`compute()`, shared for a minute by requests whose period starts and ends in the
-    same minutes (a preset moves with the clock, so its exact bounds never repeat)."""
-    return cached_figure(
-        f"overview:{name}", minute(period.start), minute(period.end), compute=compute
-    )
+    same minutes, and computed once when many ask at once (render.cached_figure)."""
+    return cached_figure(f"overview:{name}", compute=compute, window=(period.start, period.end))
 
 
 def _buckets_clipped(period: Period) -> list[tuple[datetime, datetime]]:

@@ -33,7 +33,6 @@ from orchestrator.dashboard.render import (
     UserInputError,
     cached_figure,
     get_period,
-    minute,
     path_value,
     render_page,
     requested_page,
@@ -137,8 +136,6 @@ def error_list(request: HttpRequest) -> HttpResponse:
         state,
         assignee_id,
         error_selectors.states_digest(states),
-        minute(period.start),
-        minute(period.end),
     )
     groups = cached_figure(
         "errors:groups",
@@ -155,6 +152,7 @@ def error_list(request: HttpRequest) -> HttpResponse:
             assignee_id=assignee_id,
             states=states,
         ),
+        window=(period.start, period.end),
     )
     total = cached_figure(
         "errors:group-count",
@@ -166,6 +164,7 @@ def error_list(request: HttpRequest) -> HttpResponse:
             assignee_id=assignee_id,
             states=states,
         ),
+        window=(period.start, period.end),
     )
     rows = [
         {

@@ -43,7 +43,6 @@ from orchestrator.dashboard.render import (
     UserInputError,
     cached_figure,
     get_period,
-    minute,
     render_page,
     requested_page,
     wanted_fragment,
@@ -223,10 +222,9 @@ def _volume_and_histogram(
     return cached_figure(
         "events:chart",
         params,
-        minute(period.start),
-        minute(period.end),
         period.unit,
         compute=lambda: _chart(request, filterset, period),
+        window=(period.start, period.end),
     )
 
 
