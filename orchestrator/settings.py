@@ -348,8 +348,9 @@ EXPORT_MAX_ATTEMPTS = envint("EXPORT_MAX_ATTEMPTS", 3)
 DASHBOARD_SPIKE_K = envfloat("DASHBOARD_SPIKE_K", 3.0)
 DASHBOARD_SPIKE_MIN_COUNT = envint("DASHBOARD_SPIKE_MIN_COUNT", 5)
 DASHBOARD_SPIKE_WINDOW = envint("DASHBOARD_SPIKE_WINDOW", 24)
-# Text search in event details reads every event of the range: without a lead or
-# correlation id to narrow it, the range may span at most this many days.
+# Text search in event details goes through a trigram index from three characters;
+# shorter text reads every event of the range, so without a lead or correlation id
+# to narrow it, the range may span at most this many days.
 DASHBOARD_TEXT_SEARCH_MAX_DAYS = envint("DASHBOARD_TEXT_SEARCH_MAX_DAYS", 7)
 
 # --- Health check --------------------------------------------------------------------

@@ -9,7 +9,7 @@ from django.conf import settings
 from django.db.models import QuerySet
 
 from audit.models import AuditEvent
-from audit.selectors import details_contains
+from audit.selectors import INDEXED_SEARCH_MIN, details_contains, details_search_is_indexed
 from audit.types import known_event_types
 from core.paging import MAX_CURSOR_LENGTH
 from core.periods import Period
@@ -168,12 +168,17 @@ class EventFilter(django_filters.FilterSet):
                 label = self.filters[name].label if name in self.filters else name
                 parts.append(f"{label or name}: {' '.join(errors)}")
             return "; ".join(parts)
-        if self.values.get("q") and not any(self.values.get(n) for n in NARROWING_FILTERS):
+        text = self.values.get("q")
+        if (
+            text
+            and not details_search_is_indexed(text)
+            and not any(self.values.get(n) for n in NARROWING_FILTERS)
+        ):
             max_days = settings.DASHBOARD_TEXT_SEARCH_MAX_DAYS
             if self.period.span > timedelta(days=max_days):
                 return (
-                    f"Text search covers at most {max_days} days unless a lead id or "
-                    "correlation id narrows it: choose a shorter range, or add one of "
-                    "those filters."
+                    f"Text search for fewer than {INDEXED_SEARCH_MIN} characters covers at "
+                    f"most {max_days} days unless a lead id or correlation id narrows it: "
+                    "type more, choose a shorter range, or add one of those filters."
                 )
         return None

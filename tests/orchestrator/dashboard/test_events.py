@@ -189,11 +189,30 @@ def test_text_search_in_details_ignores_case_and_finds_quotes_and_accents(audito
     assert row_ids(auditor_client.get(url, {"q": "zürich"}).content) == [accented.id]
 
 
+def test_text_search_of_three_characters_or_more_covers_any_range(auditor_client, url):
+    old = event(timedelta(days=80), details={"email": "ann.Needle@example.com"})
+    event(timedelta(days=70), details={"email": "bob@example.com"})
+    recent = event(timedelta(hours=2), details={"note": "haystack NEEDLES"})
+    # Anywhere in a word, any case, over 90 days without a narrowing filter.
+    response = auditor_client.get(url, {"q": "needle", "range": "90d"})
+    assert response.status_code == 200
+    assert row_ids(response.content) == [recent.id, old.id]
+    assert row_ids(auditor_client.get(url, {"q": "eedl", "range": "90d"}).content) == [
+        recent.id,
+        old.id,
+    ]
+    # Keys are part of the JSON searched, as before.
+    assert row_ids(auditor_client.get(url, {"q": "note", "range": "90d"}).content) == [recent.id]
+    assert row_ids(auditor_client.get(url, {"q": "nothing-like-it", "range": "90d"}).content) == []
+    # Three characters is a trigram: indexed, so no range limit either.
+    assert auditor_client.get(url, {"q": "ann", "range": "90d"}).status_code == 200
+
+
 def test_text_search_over_a_long_range_is_refused_unless_narrowed(auditor_client, url, settings):
     settings.DASHBOARD_TEXT_SEARCH_MAX_DAYS = 7
     response = auditor_client.get(url, {"q": "x", "range": "30d"})
     assert response.status_code == 400
-    assert b"Text search covers at most 7 days" in response.content
+    assert b"Text search for fewer than 3 characters covers at most 7 days" in response.content
     fragment = auditor_client.get(url, {"q": "x", "range": "30d"}, **HTMX)
     assert fragment.status_code == 400
     assert b"<html" not in fragment.content
