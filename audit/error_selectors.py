@@ -13,11 +13,13 @@ few (one row per group someone acted on), so they are read whole and the
 group queries filter on their fingerprints.
 """
 
+import bisect
 import hashlib
 import re
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from django.db.models import (
@@ -29,14 +31,15 @@ from django.db.models import (
     Q,
     QuerySet,
     Subquery,
+    Sum,
     Value,
 )
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from audit.fingerprints import group_title
-from audit.models import AuditEvent, ErrorGroupState
-from audit.selectors import EVENTS
+from audit.models import AuditErrorHour, AuditErrorLead, AuditEvent, AuditSeal, ErrorGroupState
+from audit.selectors import EVENTS, ceil_hour, floor_hour
 from core.cache import register_cacheable
 from core.paging import Page
 
@@ -210,21 +213,248 @@ def error_groups(
     """Error groups with occurrences in [since, until), by count or by last occurrence.
 
     `buckets` are bucket starts, oldest first (Period.buckets()); each group then
-    carries its count per bucket, the last bucket ending at `until`. The counts
-    are conditional aggregates of the same pass over the partial error index,
-    so a sparkline costs no extra query.
+    carries its count per bucket, the last bucket ending at `until`.
 
     `state` keeps the groups that count as unresolved, resolved or ignored now
     (see GroupState); `assignee_id` those assigned to that user. `states` are
     group_states() when the caller has read them already.
+
+    Counted from the error rollups (see _occurrences), so the cost follows the
+    number of groups and hours, not of errors; with a `workflow`, which the
+    rollups do not know, from the rows.
     """
     if sort not in GROUP_SORTS:
         raise ValueError(f"sort must be one of {', '.join(GROUP_SORTS)}, not {sort!r}")
     if states is None:
         states = group_states()
-    in_period = _errors().filter(timestamp__gte=since, timestamp__lt=until)
     if workflow:
-        in_period = in_period.filter(workflow=workflow)
+        return _error_groups_from_rows(
+            since=since,
+            until=until,
+            buckets=buckets,
+            sort=sort,
+            limit=limit,
+            workflow=workflow,
+            state=state,
+            assignee_id=assignee_id,
+            states=states,
+        )
+    kept = _kept_by_state(states, state=state, assignee_id=assignee_id)
+    tallies = {
+        fp: tally for fp, tally in _occurrences(since, until, buckets=buckets).items() if kept(fp)
+    }
+    order = {
+        "count": lambda item: (-item[1].count, _newest_first(item[1]), item[0]),
+        "last_seen": lambda item: (_newest_first(item[1]), -item[1].count, item[0]),
+    }[sort]
+    listed = sorted(tallies.items(), key=order)[:limit]
+    fingerprints = [fp for fp, _tally in listed]
+    leads = leads_hit(fingerprints, since=since, until=until)
+    events = AuditEvent.objects.only("error_type", "error_message").in_bulk(
+        [tally.latest_id for _fp, tally in listed]
+    )
+    out = []
+    for fp, tally in listed:
+        latest = events[tally.latest_id]
+        out.append(
+            ErrorGroup(
+                fingerprint=fp,
+                count=tally.count,
+                last_seen=tally.last_seen,
+                first_seen=first_seen(fp) or tally.last_seen,
+                leads=leads.get(fp, 0),
+                error_type=latest.error_type,
+                message=latest.error_message,
+                latest_id=tally.latest_id,
+                counts=tally.counts,
+                state=states.get(fp, UNRESOLVED),
+                title=group_title(latest.error_type, latest.error_message),
+            )
+        )
+    return out
+
+
+def _newest_first(tally: "_Tally") -> tuple[float, int]:
+    return (-tally.last_seen.timestamp(), -tally.latest_id)
+
+
+def _kept_by_state(
+    states: dict[str, GroupState], *, state: str, assignee_id: int | None
+) -> Callable[[str], bool]:
+    """The test _filter_by_state applies in SQL, for groups counted from the rollups."""
+    if state not in STATE_FILTERS:
+        raise ValueError(f"state must be one of {', '.join(STATE_FILTERS)}, not {state!r}")
+
+    def kept(fp: str) -> bool:
+        found = states.get(fp, UNRESOLVED)
+        if state != "all" and found.status != state:
+            return False
+        return assignee_id is None or found.assignee_id == assignee_id
+
+    return kept
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass
+class _Tally:
+    """One group's occurrences in a period: how many, the latest, and per bucket."""
+
+    count: int = 0
+    last_seen: datetime = EPOCH
+    latest_id: int = 0
+    counts: list[int] = field(default_factory=list)
+
+    def add(self, at: datetime, n: int, last_seen: datetime, last_id: int, bucket: int) -> None:
+        self.count += n
+        if (last_seen, last_id) > (self.last_seen, self.latest_id):
+            self.last_seen, self.latest_id = last_seen, last_id
+        if self.counts:
+            self.counts[bucket] += n
+
+
+def _occurrences(
+    since: datetime,
+    until: datetime,
+    *,
+    buckets: Sequence[datetime] = (),
+    fingerprints: Sequence[str] | None = None,
+) -> dict[str, _Tally]:
+    """Per group with occurrences in [since, until): a _Tally, with counts per bucket.
+
+    Whole hours come from AuditErrorHour (sealed errors), the partial hours at the
+    edges from the rows (partial index audit_error_ts), and errors no seal has
+    counted yet from the tail of the id sequence, as audit.selectors.statistics does.
+    """
+    out: dict[str, _Tally] = {}
+    if since >= until:
+        return out
+
+    def tally(fp: str) -> _Tally:
+        if fp not in out:
+            out[fp] = _Tally(counts=[0] * len(buckets))
+        return out[fp]
+
+    def bucket(at: datetime) -> int:
+        return max(0, bisect.bisect_right(buckets, at) - 1) if buckets else 0
+
+    h0 = ceil_hour(since)
+    h1 = ceil_hour(until) if until > timezone.now() else floor_hour(until)
+    raw = [(since, until)] if h0 >= h1 else [(since, h0), (h1, until)]
+    if h0 < h1:
+        hours = AuditErrorHour.objects.filter(hour__gte=h0, hour__lt=h1)
+        if fingerprints is not None:
+            hours = hours.filter(fingerprint__in=list(fingerprints))
+        columns = ("hour", "fingerprint", "count", "last_seen", "last_id")
+        for hour, fp, n, last_seen, last_id in hours.values_list(*columns):
+            tally(fp).add(hour, n, last_seen, last_id, bucket(hour))
+    for lo, hi in raw:
+        if lo >= hi:
+            continue
+        rows = _errors().filter(timestamp__gte=lo, timestamp__lt=hi)
+        if fingerprints is not None:
+            rows = rows.filter(fingerprint__in=list(fingerprints))
+        for ts, fp, event_id in rows.values_list("timestamp", "fingerprint", "id"):
+            tally(fp).add(ts, 1, ts, event_id, bucket(ts))
+    if h0 < h1:
+        end = min(h1, until)
+        wanted = None if fingerprints is None else set(fingerprints)
+        for ts, fp, event_id, _lead in _unsealed_errors():
+            if h0 <= ts < end and (wanted is None or fp in wanted):
+                tally(fp).add(ts, 1, ts, event_id, bucket(ts))
+    return out
+
+
+def _unsealed_errors() -> list[tuple[datetime, str, int, str]]:
+    """(timestamp, fingerprint, id, lead) of the errors no seal has counted yet: found
+    by id alone (a handful past the seal), the error test done here."""
+    head = AuditSeal.objects.order_by("-number").only("high_water", "open_gaps").first()
+    unsealed = Q(id__gt=head.high_water if head else 0)
+    for lo, hi, _seen in head.open_gaps if head else []:
+        unsealed |= Q(id__range=(lo, hi))
+    rows = AuditEvent.objects.filter(unsealed).order_by()
+    return [
+        (ts, fp, event_id, lead)
+        for ts, fp, event_id, lead in rows.values_list(
+            "timestamp", "fingerprint", "id", "lead_public_id"
+        )
+        if fp
+    ]
+
+
+# Up to this long ago, a period's end is "now" for leads_hit: the errors after it are few.
+RECENT_END = timedelta(hours=1)
+
+
+def leads_hit(fingerprints: Sequence[str], *, since: datetime, until: datetime) -> dict[str, int]:
+    """Per group, the distinct leads it hit in [since, until).
+
+    For a period ending in the last hour (every preset): the leads whose last
+    occurrence (AuditErrorLead) is at or after `since`, corrected for the few
+    errors after `until` and those no seal has counted yet. For an older end, a
+    count of distinct leads over the group's errors in the period.
+    """
+    fingerprints = list(fingerprints)
+    if not fingerprints:
+        return {}
+    if until < timezone.now() - RECENT_END:
+        rows = (
+            _errors()
+            .filter(fingerprint__in=fingerprints, timestamp__gte=since, timestamp__lt=until)
+            .exclude(lead_public_id="")
+            .values("fingerprint")
+            .annotate(n=Count("lead_public_id", distinct=True))
+        )
+        return {row["fingerprint"]: row["n"] for row in rows}
+    stored = AuditErrorLead.objects.filter(fingerprint__in=fingerprints, last_seen__gte=since)
+    counts: Counter[str] = Counter(
+        dict(stored.values_list("fingerprint").annotate(n=Count("id")).order_by())
+    )
+    # Leads whose last stored occurrence is after the period: counted above only
+    # if they also occurred inside it.
+    for fp, lead in stored.filter(last_seen__gte=until).values_list(
+        "fingerprint", "lead_public_id"
+    ):
+        if not _errors_of_lead(fp, lead, since, until):
+            counts[fp] -= 1
+    # Leads hit in the period by errors no seal has counted yet.
+    unsealed: dict[str, set[str]] = {}
+    for ts, fp, _id, lead in _unsealed_errors():
+        if lead and fp in counts.keys() | set(fingerprints) and since <= ts < until:
+            unsealed.setdefault(fp, set()).add(lead)
+    for fp, leads in unsealed.items():
+        known = set(
+            stored.filter(fingerprint=fp, lead_public_id__in=leads).values_list(
+                "lead_public_id", flat=True
+            )
+        )
+        counts[fp] += len(leads - known)
+    return {fp: counts[fp] for fp in fingerprints}
+
+
+def _errors_of_lead(fp: str, lead: str, since: datetime, until: datetime) -> int:
+    # The lead's events through audit_lead_ts, the group tested on the few found.
+    rows = AuditEvent.objects.filter(
+        lead_public_id=lead, timestamp__gte=since, timestamp__lt=until
+    ).values_list("fingerprint", flat=True)
+    return sum(1 for found in rows if found == fp)
+
+
+def _error_groups_from_rows(
+    *,
+    since: datetime,
+    until: datetime,
+    buckets: Sequence[datetime],
+    sort: GroupSort,
+    limit: int,
+    workflow: str,
+    state: StateFilter,
+    assignee_id: int | None,
+    states: dict[str, GroupState],
+) -> list[ErrorGroup]:
+    """error_groups() of one workflow, counted from its error rows."""
+    in_period = _errors().filter(timestamp__gte=since, timestamp__lt=until, workflow=workflow)
     in_period = _filter_by_state(in_period, states, state=state, assignee_id=assignee_id)
     edges = [*buckets[1:], until] if buckets else []
     per_bucket = {
@@ -234,10 +464,11 @@ def error_groups(
     # Correlated subqueries, evaluated once per group: each is one seek on
     # audit_fingerprint_ts rather than a scan of the group's history.
     latest = _errors().filter(
-        fingerprint=OuterRef("fingerprint"), timestamp__gte=since, timestamp__lt=until
+        fingerprint=OuterRef("fingerprint"),
+        timestamp__gte=since,
+        timestamp__lt=until,
+        workflow=workflow,
     )
-    if workflow:
-        latest = latest.filter(workflow=workflow)
     earliest = _errors().filter(fingerprint=OuterRef("fingerprint")).order_by("timestamp")
     # Row keys include one count per bucket (b0, b1, ...), known only at run time.
     rows: list[Any] = list(
@@ -284,35 +515,21 @@ def error_group_count(
     states: dict[str, GroupState] | None = None,
 ) -> int:
     """How many groups error_groups() would list without its limit."""
-    in_period = _errors().filter(timestamp__gte=since, timestamp__lt=until)
-    in_period = _filter_by_state(
-        in_period,
-        group_states() if states is None else states,
-        state=state,
-        assignee_id=assignee_id,
+    kept = _kept_by_state(
+        group_states() if states is None else states, state=state, assignee_id=assignee_id
     )
-    return in_period.values("fingerprint").distinct().count()
+    return sum(1 for fp in _occurrences(since, until) if kept(fp))
 
 
 def occurrence_counts(
     *, fingerprint: str, buckets: Sequence[datetime], until: datetime
 ) -> list[int]:
     """One group's occurrences per bucket (bucket starts, oldest first; the last ends at
-    `until`), in one pass over its rows in the partial fingerprint index."""
+    `until`), from the error rollups."""
     if not buckets:
         return []
-    edges = [*buckets[1:], until]
-    totals = (
-        _errors()
-        .filter(fingerprint=fingerprint, timestamp__gte=buckets[0], timestamp__lt=until)
-        .aggregate(
-            **{
-                f"b{i}": Count("id", filter=Q(timestamp__gte=lo, timestamp__lt=hi))
-                for i, (lo, hi) in enumerate(zip(buckets, edges, strict=True))
-            }
-        )
-    )
-    return [totals[f"b{i}"] for i in range(len(buckets))]
+    found = _occurrences(buckets[0], until, buckets=buckets, fingerprints=[fingerprint])
+    return found[fingerprint].counts if fingerprint in found else [0] * len(buckets)
 
 
 def first_seen(fingerprint: str) -> datetime | None:
@@ -350,20 +567,18 @@ def error_group(*, fingerprint: str, since: datetime, until: datetime) -> GroupS
     latest_ever = group.order_by("-timestamp", "-id").first()
     if latest_ever is None:
         return None
-    in_period = group.filter(timestamp__gte=since, timestamp__lt=until)
-    latest = in_period.order_by("-timestamp", "-id").first() or latest_ever
-    totals = in_period.aggregate(
-        count=Count("id"),
-        leads=Count("lead_public_id", distinct=True, filter=~Q(lead_public_id="")),
-    )
+    tally = _occurrences(since, until, fingerprints=[fingerprint]).get(fingerprint, _Tally())
+    latest = AuditEvent.objects.filter(pk=tally.latest_id).first() if tally.count else None
+    sealed = AuditErrorHour.objects.filter(fingerprint=fingerprint).aggregate(n=Sum("count"))
+    unsealed = sum(1 for _ts, fp, _id, _lead in _unsealed_errors() if fp == fingerprint)
     return GroupSummary(
         fingerprint=fingerprint,
         first_seen=first_seen(fingerprint) or latest_ever.timestamp,
         last_seen=latest_ever.timestamp,
-        count=totals["count"],
-        leads=totals["leads"],
-        latest=latest,
-        total=group.count(),
+        count=tally.count,
+        leads=leads_hit([fingerprint], since=since, until=until)[fingerprint],
+        latest=latest or latest_ever,
+        total=(sealed["n"] or 0) + unsealed,
         state=group_state(fingerprint),
     )
 
@@ -419,14 +634,45 @@ def group_occurrences(
 def group_leads(
     *, fingerprint: str, since: datetime, until: datetime, limit: int = 50
 ) -> list[dict[str, Any]]:
-    """The leads a group hit in the period, most occurrences first:
-    [{"lead_public_id", "count", "last_seen"}]."""
-    rows = (
-        _errors()
-        .filter(fingerprint=fingerprint, timestamp__gte=since, timestamp__lt=until)
-        .exclude(lead_public_id="")
-        .values("lead_public_id")
-        .annotate(count=Count("id"), last_seen=Max("timestamp"))
-        .order_by("-count", "-last_seen", "lead_public_id")[:limit]
+    """The leads a group hit in the period, the most recently hit first:
+    [{"lead_public_id", "count", "last_seen"}] (count and last_seen in the period).
+
+    The candidates are the leads last hit after `since` (AuditErrorLead, newest
+    first) and those of errors not sealed yet; each one's occurrences in the period
+    are then read through its own events (audit_lead_ts), never the group's.
+    """
+    if until < timezone.now() - RECENT_END:
+        rows = (
+            _errors()
+            .filter(fingerprint=fingerprint, timestamp__gte=since, timestamp__lt=until)
+            .exclude(lead_public_id="")
+            .values("lead_public_id")
+            .annotate(count=Count("id"), last_seen=Max("timestamp"))
+            .order_by("-last_seen", "lead_public_id")[:limit]
+        )
+        return [dict(row) for row in rows]
+    late = AuditErrorLead.objects.filter(fingerprint=fingerprint, last_seen__gte=until).count()
+    candidates = list(
+        AuditErrorLead.objects.filter(fingerprint=fingerprint, last_seen__gte=since)
+        .order_by("-last_seen")
+        .values_list("lead_public_id", flat=True)[: limit + late]
     )
-    return [dict(row) for row in rows]
+    candidates += [
+        lead
+        for ts, fp, _id, lead in _unsealed_errors()
+        if fp == fingerprint and lead and since <= ts < until
+    ]
+    found: dict[str, dict[str, Any]] = {}
+    events = AuditEvent.objects.filter(
+        lead_public_id__in=set(candidates), timestamp__gte=since, timestamp__lt=until
+    ).values_list("lead_public_id", "fingerprint", "timestamp")
+    for lead, fp, ts in events:
+        if fp != fingerprint:
+            continue
+        row = found.setdefault(lead, {"lead_public_id": lead, "count": 0, "last_seen": ts})
+        row["count"] += 1
+        row["last_seen"] = max(row["last_seen"], ts)
+    ordered = sorted(
+        found.values(), key=lambda r: (-r["last_seen"].timestamp(), r["lead_public_id"])
+    )
+    return ordered[:limit]

@@ -30,6 +30,10 @@ plus only those status codes and endpoints: other words of the message do
 not split it. Without one, the message normalized this way. A group whose
 message holds neither keeps the fingerprint "2026-12" gave it, so only the
 groups that merged different failures change (migration 0011 rewrote them).
+
+A migration that rewrites stored fingerprints must then call
+audit.integrity.rebuild_error_rollups(): the error pages count groups from the
+rollups the sealer keeps, which know each error by the fingerprint it had when sealed.
 """
 
 import hashlib

@@ -22,6 +22,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
@@ -30,6 +31,8 @@ from django.utils import timezone
 
 from audit.anchors import after_seal, check_anchors
 from audit.models import (
+    AuditErrorHour,
+    AuditErrorLead,
     AuditEvent,
     AuditLeadDay,
     AuditPrune,
@@ -97,7 +100,17 @@ def prune_fields(prune: AuditPrune) -> dict:
 
 # --- sealing ------------------------------------------------------------------------------
 
-_SEAL_COLUMNS = ("id", "mac", "timestamp", "event_type", "workflow", "lead_public_id")
+# What the sealer and retention read of each event: the seal's digest (id, mac) and
+# every rollup's key. audit.retention reads the same columns.
+SEAL_COLUMNS = (
+    "id",
+    "mac",
+    "timestamp",
+    "event_type",
+    "workflow",
+    "lead_public_id",
+    "fingerprint",
+)
 
 
 def seal_pending(*, now: datetime | None = None, batch: int | None = None) -> AuditSeal | None:
@@ -125,12 +138,12 @@ def seal_pending(*, now: datetime | None = None, batch: int | None = None) -> Au
                 late = list(
                     AuditEvent.objects.filter(ranges_q(old_gaps))
                     .order_by("id")
-                    .values_list(*_SEAL_COLUMNS)
+                    .values_list(*SEAL_COLUMNS)
                 )
             new = list(
                 AuditEvent.objects.filter(id__gt=high)
                 .order_by("id")
-                .values_list(*_SEAL_COLUMNS)[:batch]
+                .values_list(*SEAL_COLUMNS)[:batch]
             )
             if not late and not new:
                 return None
@@ -192,7 +205,7 @@ def _add_rollups(rows: Sequence[tuple], sign: int = 1) -> None:
     Only the sealer calls this, and the seal covers each event exactly once,
     so every event is counted once however late it commits.
     """
-    counts = Counter((_hour(ts), etype, wf) for _id, _mac, ts, etype, wf, _lead in rows)
+    counts = Counter((_hour(ts), etype, wf) for _id, _mac, ts, etype, wf, *_rest in rows)
     daily: Counter = Counter()
     for (h, etype, wf), n in counts.items():
         daily[(h.date(), etype, wf)] += n
@@ -229,7 +242,7 @@ def _add_rollups(rows: Sequence[tuple], sign: int = 1) -> None:
         if sign > 0:
             lead_days = {
                 (ts.astimezone(UTC).date(), wf, lead)
-                for _id, _mac, ts, _etype, wf, lead in rows
+                for _id, _mac, ts, _etype, wf, lead, _fp in rows
                 if lead
             }
             cursor.executemany(
@@ -240,6 +253,114 @@ def _add_rollups(rows: Sequence[tuple], sign: int = 1) -> None:
         else:
             cursor.execute(f"DELETE FROM {rollup} WHERE count <= 0")
             cursor.execute(f"DELETE FROM {rollup_day} WHERE count <= 0")
+    add_error_rollups(rows, sign=sign)
+
+
+def add_error_rollups(rows: Iterable[Sequence[Any]], sign: int = 1) -> None:
+    """Add (or remove) the error events among `rows` (SEAL_COLUMNS) to the error
+    group rollups: occurrences per group and hour, and per group and lead.
+
+    Adding keeps each hour's and each lead's latest occurrence. Removing is what
+    retention does, oldest events first, so a latest occurrence never needs
+    recomputing: a row whose events are all gone is deleted instead.
+    """
+    hours: dict[tuple[datetime, str], list] = {}
+    leads: dict[tuple[str, str], list] = {}
+
+    def add(table: dict[Any, list], key: Any, ts: datetime, event_id: int) -> None:
+        seen = table.get(key)
+        if seen is None:
+            table[key] = [1, ts, event_id]
+        else:
+            seen[0] += 1
+            if (ts, event_id) > (seen[1], seen[2]):
+                seen[1], seen[2] = ts, event_id
+
+    for event_id, _mac, ts, _etype, _wf, lead, fp in rows:
+        if fp:
+            add(hours, (_hour(ts), fp), ts, event_id)
+            if lead:
+                add(leads, (fp, lead), ts, event_id)
+    if not hours:
+        return
+    ops = connection.ops
+    hour_table = AuditErrorHour._meta.db_table
+    lead_table = AuditErrorLead._meta.db_table
+
+    # The stored latest occurrence, or the one just added when it is later.
+    newer = (
+        f"(excluded.last_seen > {hour_table}.last_seen OR (excluded.last_seen = "
+        f"{hour_table}.last_seen AND excluded.last_id > {hour_table}.last_id))"
+    )
+    with connection.cursor() as cursor:
+        if sign > 0:
+            cursor.executemany(
+                f"INSERT INTO {hour_table} (hour, fingerprint, count, last_seen, last_id) "
+                "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (hour, fingerprint) DO UPDATE SET "
+                f"count = {hour_table}.count + excluded.count, "
+                f"last_seen = CASE WHEN {newer} THEN excluded.last_seen "
+                f"ELSE {hour_table}.last_seen END, "
+                f"last_id = CASE WHEN {newer} THEN excluded.last_id ELSE {hour_table}.last_id END",
+                [
+                    (ops.adapt_datetimefield_value(h), fp, n, ops.adapt_datetimefield_value(ts), i)
+                    for (h, fp), (n, ts, i) in hours.items()
+                ],
+            )
+            cursor.executemany(
+                f"INSERT INTO {lead_table} (fingerprint, lead_public_id, count, last_seen) "
+                "VALUES (%s, %s, %s, %s) ON CONFLICT (fingerprint, lead_public_id) DO UPDATE SET "
+                f"count = {lead_table}.count + excluded.count, "
+                f"last_seen = CASE WHEN excluded.last_seen > {lead_table}.last_seen "
+                f"THEN excluded.last_seen ELSE {lead_table}.last_seen END",
+                [
+                    (fp, lead, n, ops.adapt_datetimefield_value(ts))
+                    for (fp, lead), (n, ts, _i) in leads.items()
+                ],
+            )
+        else:
+            hour_keys = [(ops.adapt_datetimefield_value(h), fp) for h, fp in hours]
+            cursor.executemany(
+                f"UPDATE {hour_table} SET count = count - %s WHERE hour = %s AND fingerprint = %s",
+                [(n, *key) for key, (n, *_) in zip(hour_keys, hours.values(), strict=True)],
+            )
+            cursor.executemany(
+                f"DELETE FROM {hour_table} WHERE hour = %s AND fingerprint = %s AND count <= 0",
+                hour_keys,
+            )
+            cursor.executemany(
+                f"UPDATE {lead_table} SET count = count - %s "
+                "WHERE fingerprint = %s AND lead_public_id = %s",
+                [(n, fp, lead) for (fp, lead), (n, *_) in leads.items()],
+            )
+            cursor.executemany(
+                f"DELETE FROM {lead_table} "
+                "WHERE fingerprint = %s AND lead_public_id = %s AND count <= 0",
+                list(leads),
+            )
+
+
+def rebuild_error_rollups(*, batch: int = 5000) -> int:
+    """Recount the error group rollups from the sealed error events; the number read.
+
+    For a change of fingerprints (a regrouping migration) or a first fill: the
+    sealer keeps them from then on. Reads errors by id through the partial index.
+    """
+    AuditErrorHour.objects.all().delete()
+    AuditErrorLead.objects.all().delete()
+    head = AuditSeal.objects.order_by("-number").only("high_water", "open_gaps").first()
+    if head is None:
+        return 0
+    sealed = AuditEvent.objects.exclude(fingerprint="").filter(id__lte=head.high_water)
+    for lo, hi, _seen in head.open_gaps:
+        sealed = sealed.exclude(id__range=(lo, hi))
+    done, last = 0, 0
+    while True:
+        rows = list(sealed.filter(id__gt=last).order_by("id").values_list(*SEAL_COLUMNS)[:batch])
+        if not rows:
+            return done
+        add_error_rollups(rows)
+        done += len(rows)
+        last = rows[-1][0]
 
 
 def remove_from_rollups(rows: Sequence[tuple]) -> None:

@@ -214,6 +214,51 @@ class AuditLeadDay(models.Model):
         return f"{self.day} {self.workflow} {self.lead_public_id}"
 
 
+class AuditErrorHour(models.Model):
+    """Hourly occurrences of each error group (fingerprint), kept by the sealer with the
+    other rollups: the error pages count and chart groups from here, flat in the number
+    of events. `last_seen`/`last_id` are the hour's latest occurrence."""
+
+    hour = models.DateTimeField()
+    fingerprint = models.CharField(max_length=16)
+    count = models.BigIntegerField(default=0)
+    last_seen = models.DateTimeField()
+    last_id = models.BigIntegerField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["hour", "fingerprint"], name="audit_error_hour_key")
+        ]
+        indexes = [models.Index(fields=["fingerprint", "hour"], name="audit_error_hour_fp")]
+
+    def __str__(self) -> str:
+        return f"{self.hour:%Y-%m-%d %H}:00 {self.fingerprint}: {self.count}"
+
+
+class AuditErrorLead(models.Model):
+    """Each lead an error group hit: how often and when last, kept by the sealer.
+
+    The leads a group hit since a moment are those whose last occurrence is after it:
+    one range of audit_error_lead_seen, where a count of distinct leads over the
+    group's events grows with them."""
+
+    fingerprint = models.CharField(max_length=16)
+    lead_public_id = models.CharField(max_length=32)
+    count = models.BigIntegerField(default=0)
+    last_seen = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["fingerprint", "lead_public_id"], name="audit_error_lead_key"
+            )
+        ]
+        indexes = [models.Index(fields=["fingerprint", "-last_seen"], name="audit_error_lead_seen")]
+
+    def __str__(self) -> str:
+        return f"{self.fingerprint} {self.lead_public_id}: {self.count}"
+
+
 class IntegrityCheck(AppendOnlyModel):
     """The outcome of one full verification of the audit trail (verify_audit, or the
     monthly report when it is sent). Verifying reads every event, far too slow for a

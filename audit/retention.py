@@ -19,6 +19,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from audit.integrity import (
+    SEAL_COLUMNS,
     prune_fields,
     pruned_macs,
     ranges_q,
@@ -105,11 +106,7 @@ def prune(
     run = uuid.uuid4()
     for seal in seals:
         with transaction.atomic():
-            rows = list(
-                _prunable(seal, before)
-                .order_by("id")
-                .values_list("id", "mac", "timestamp", "event_type", "workflow", "lead_public_id")
-            )
+            rows = list(_prunable(seal, before).order_by("id").values_list(*SEAL_COLUMNS))
             if not rows:
                 continue
             # The record is written first: on PostgreSQL the deleting function
@@ -196,7 +193,7 @@ def retention_archive_path(directory: Path, *, before: datetime) -> Path:
 def _drop_lead_days(rows: list[tuple]) -> None:
     """Forget lead-days that no remaining event supports."""
     for day, workflow, lead in {
-        (ts.astimezone(UTC).date(), wf, lead) for _id, _mac, ts, _t, wf, lead in rows if lead
+        (ts.astimezone(UTC).date(), wf, lead) for _id, _mac, ts, _t, wf, lead, _fp in rows if lead
     }:
         start = datetime(day.year, day.month, day.day, tzinfo=UTC)
         still_there = AuditEvent.objects.filter(
