@@ -61,6 +61,9 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "orchestrator.middleware.UserInputErrorMiddleware",
+    # Around the view alone; sessions and users are read from the primary anyway
+    # (core.db.routers.PRIMARY_APPS).
+    "orchestrator.middleware.ReplicaReadsMiddleware",
 ]
 
 ROOT_URLCONF = "orchestrator.urls"
@@ -135,6 +138,24 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # file". Only the default folder: a DATABASE_URL naming a folder that does
     # not exist is a mistake (or an outage) to report, not to paper over.
     (BASE_DIR / "var").mkdir(exist_ok=True)
+
+# A streaming read replica (a hot standby of the PostgreSQL primary): dashboard and
+# API pages read from it, everything else from the primary (core/db/routers.py,
+# docs/scaling.md). Tests mirror it onto the primary.
+if os.environ.get("DATABASE_REPLICA_URL"):
+    DATABASES["replica"] = dj_database_url.parse(
+        os.environ["DATABASE_REPLICA_URL"],
+        conn_max_age=envint("DB_CONN_MAX_AGE", 0),
+        conn_health_checks=True,
+    )
+    DATABASES["replica"].setdefault("OPTIONS", {}).setdefault(
+        "connect_timeout", envint("DB_CONNECT_TIMEOUT", 5)
+    )
+    DATABASES["replica"]["TEST"] = {"MIRROR": "default"}
+    DATABASE_ROUTERS = ["core.db.routers.ReplicaRouter"]
+# After a browser writes, its pages read the primary for this long (read your own
+# writes): more than a healthy replica's lag, which is milliseconds.
+REPLICA_PIN_SECONDS = envint("REPLICA_PIN_SECONDS", 10)
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
