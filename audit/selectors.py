@@ -310,6 +310,9 @@ def _distinct_leads(
 # Text search goes through a trigram index (migration 0014) for this many
 # characters or more; a shorter text has no trigram, and is a scan of the range.
 INDEXED_SEARCH_MIN = 3
+# On SQLite, text found in this many events or more is searched by walking the
+# events instead of listing the index's matches (details_contains).
+COMMON_MATCHES = 20_000
 
 
 def details_contains(text: str) -> Q:
@@ -327,11 +330,25 @@ def details_contains(text: str) -> Q:
     spellings = list(
         dict.fromkeys([text, json.dumps(text)[1:-1], json.dumps(text, ensure_ascii=False)[1:-1]])
     )
+    as_text = Cast("details", TextField())
     if len(text) >= INDEXED_SEARCH_MIN and connection.vendor == "sqlite":
         phrases = " OR ".join('"' + spelling.replace('"', '""') + '"' for spelling in spellings)
-        matching = RawSQL("SELECT rowid FROM audit_search WHERE audit_search MATCH %s", [phrases])
-        return Q(id__in=matching)
-    as_text = Cast("details", TextField())
+        # The index lists the matching ids, which the query then reads: cheap for
+        # text in few events. Text in many (a common word) is cheaper the other
+        # way, walking the newest events and testing each (a page fills at once);
+        # SQLite cannot weigh the two, so a bounded probe of the index decides.
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM (SELECT rowid FROM audit_search "
+                "WHERE audit_search MATCH %s LIMIT %s)",
+                [phrases, COMMON_MATCHES],
+            )
+            common = cursor.fetchone()[0] >= COMMON_MATCHES
+        if not common:
+            matching = RawSQL(
+                "SELECT rowid FROM audit_search WHERE audit_search MATCH %s", [phrases]
+            )
+            return Q(id__in=matching)
     condition = Q()
     for spelling in spellings:
         condition |= Q(IContains(as_text, spelling))
