@@ -420,8 +420,9 @@ def leads_hit(fingerprints: Sequence[str], *, since: datetime, until: datetime) 
             counts[fp] -= 1
     # Leads hit in the period by errors no seal has counted yet.
     unsealed: dict[str, set[str]] = {}
+    wanted = set(fingerprints)
     for ts, fp, _id, lead in _unsealed_errors():
-        if lead and fp in counts.keys() | set(fingerprints) and since <= ts < until:
+        if lead and fp in wanted and since <= ts < until:
             unsealed.setdefault(fp, set()).add(lead)
     for fp, leads in unsealed.items():
         known = set(
