@@ -251,6 +251,15 @@ class JSONDatabaseCache(DatabaseCache):
     COUNT(*)s of the table and two durable commits per request through Django's
     versions, and serialized the lead API on the counter's row."""
 
+    @contextlib.contextmanager
+    def lazily(self) -> Iterator[None]:
+        """The writes inside commit without waiting for the disk, as one transaction:
+        for values that are recomputed when lost (the dashboard's figures), where a
+        durable commit per write made a cold page wait for several fsyncs."""
+        connection = connections[router.db_for_write(self.cache_model_class)]
+        with _lazy_commit(connection):
+            yield
+
     def add(
         self,
         key: Any,

@@ -4,6 +4,7 @@ bad input."""
 import hashlib
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -153,11 +154,17 @@ def cached_figure[T](
     if value is not _MISSING:
         return value
     lock_key = f"{cache_key}:lock"
-    if cache.add(lock_key, 1, FIGURE_LOCK_SECONDS):
+
+    def compute_and_store() -> T:
+        # Under the lock just taken: the one computation, stored, then unlocked.
         try:
             return _compute_and_store(name, cache_key, family, at, compute)
         finally:
-            cache.delete(lock_key)
+            with _lazily():
+                cache.delete(lock_key)
+
+    if cache.add(lock_key, 1, FIGURE_LOCK_SECONDS):
+        return compute_and_store()
     if family is not None and at is not None:
         latest = cache.get(f"figures:{name}:latest:{family}")
         if isinstance(latest, list) and len(latest) == 3:
@@ -172,11 +179,15 @@ def cached_figure[T](
             return value
         if cache.add(lock_key, 1, FIGURE_LOCK_SECONDS):
             # Its owner gave up (an exception, or its lock ran out): ours now.
-            try:
-                return _compute_and_store(name, cache_key, family, at, compute)
-            finally:
-                cache.delete(lock_key)
+            return compute_and_store()
     return compute()
+
+
+def _lazily() -> AbstractContextManager[None]:
+    # A figure lost in a crash is recomputed: its writes need not wait for the disk
+    # (core.cache.JSONDatabaseCache.lazily; other cache backends write as they do).
+    lazily = getattr(cache, "lazily", None)
+    return lazily() if lazily is not None else nullcontext()
 
 
 def _compute_and_store[T](
@@ -187,10 +198,11 @@ def _compute_and_store[T](
     compute: Callable[[], T],
 ) -> T:
     value = compute()
-    cache.set(cache_key, value, FIGURE_CACHE_SECONDS)
-    if family is not None and at is not None:
-        # Kept two minutes: it stands in for the next minute's window while that
-        # is computed, and is never more than a minute older than what was asked.
-        latest = [at[0], at[1], value]
-        cache.set(f"figures:{name}:latest:{family}", latest, 2 * FIGURE_CACHE_SECONDS)
+    with _lazily():
+        cache.set(cache_key, value, FIGURE_CACHE_SECONDS)
+        if family is not None and at is not None:
+            # Kept two minutes: it stands in for the next minute's window while that
+            # is computed, and is never more than a minute older than what was asked.
+            latest = [at[0], at[1], value]
+            cache.set(f"figures:{name}:latest:{family}", latest, 2 * FIGURE_CACHE_SECONDS)
     return value

@@ -218,6 +218,20 @@ def test_lazy_commits_skip_the_sync_and_rate_counters_use_them(monkeypatch):
     assert spy.calls == []
 
 
+def test_dashboard_figures_are_cached_without_waiting_for_the_disk(monkeypatch):
+    from datetime import UTC, datetime, timedelta
+
+    from orchestrator.dashboard.render import cached_figure
+
+    spy = _SyncSpy(monkeypatch)
+    end = datetime(2026, 3, 8, 9, 0, tzinfo=UTC)
+    window = (end - timedelta(days=7), end)
+    assert cached_figure("sync-test", compute=lambda: 41, window=window) == 41
+    assert cached_figure("sync-test", compute=lambda: 42, window=window) == 41
+    # The lock, the figure, the previous-minute copy and the unlock: no fsync.
+    assert spy.calls == []
+
+
 def test_an_audit_event_recorded_in_autocommit_mode_is_synced(monkeypatch):
     from audit.services import record_event
 
