@@ -163,12 +163,23 @@ def label_widths(
     if not n:
         return []
     widest = max(len(label) for label in labels) * CHAR_PX + LABEL_GAP_PX
-    steps = STEPS[unit if unit in UNITS else None]
-    out: list[int | None] = [None] * n
-    for width in reversed(LABEL_WIDTHS):
+
+    def step_at(width: int, steps: Sequence[int]) -> int:
         # Bars take ~95% of the width.
         slot = width * 0.95 / n
-        step = next((k for k in steps if slot * k >= widest), steps[-1])
+        return next((k for k in steps if slot * k >= widest), steps[-1])
+
+    steps = STEPS[unit if unit in UNITS else None]
+    narrowest = step_at(LABEL_WIDTHS[0], steps)
+    shown = sum(_aligned(starts[i] if starts else None, i, unit, narrowest) for i in range(n))
+    if shown < min(2, n):
+        # Aligned labels would leave a narrow chart with one date or none (seven
+        # days hold one Monday): count buckets instead, at every width, so that
+        # each width still shows what the narrower ones show.
+        unit, steps = None, STEPS[None]
+    out: list[int | None] = [None] * n
+    for width in reversed(LABEL_WIDTHS):
+        step = step_at(width, steps)
         for i in range(n):
             if _aligned(starts[i] if starts else None, i, unit, step):
                 out[i] = width

@@ -1,11 +1,13 @@
 """Server-side charts are safe under the CSP: no script, no <style>, no style attributes."""
 
+import itertools
 from datetime import UTC, datetime, timedelta
 from xml.etree import ElementTree as ET
 
 from orchestrator.dashboard.charts import (
     CSS_MARKER,
     CSS_PATH,
+    LABEL_WIDTHS,
     SPIKE_COLOUR,
     SVG_NS,
     Series,
@@ -13,6 +15,7 @@ from orchestrator.dashboard.charts import (
     bucket_label,
     bucket_range,
     chart_css,
+    label_widths,
     ticks,
 )
 
@@ -143,3 +146,36 @@ def test_bucket_labels_have_one_format_per_unit():
     assert bucket_label(monday.replace(hour=14), "hour") == "14:00"
     assert bucket_range(monday, monday + timedelta(days=1)) == "2026-12-07 UTC"
     assert bucket_range(monday, monday + timedelta(days=7)) == "2026-12-07 \u2013 2026-12-13 UTC"
+
+
+def _shown_at(widths: list[int | None], width: int) -> list[int]:
+    return [i for i, w in enumerate(widths) if w is not None and w <= width]
+
+
+def test_a_week_of_days_shows_two_dates_or_more_at_every_width_whatever_the_weekday():
+    # Seven days and the partial eighth hold one Monday, or two when they start on one:
+    # a phone must not be left with a single date on the axis either way.
+    for weekday in range(7):
+        first = datetime(2026, 11, 30, 14, 20, tzinfo=UTC) + timedelta(days=weekday)
+        starts = [first.replace(hour=0, minute=0) + timedelta(days=i) for i in range(8)]
+        labels = [bucket_label(s, "day") for s in starts]
+        widths = label_widths(labels, starts=starts, unit="day")
+        for width in LABEL_WIDTHS:
+            shown = _shown_at(widths, width)
+            assert len(shown) >= 2, (first, width, widths)
+            # Never closer than a label's width: the layout's own rule.
+            slot = width * 0.95 / len(starts)
+            needed = max(len(label) for label in labels) * 7.0 + 10.0
+            assert all(b - a >= needed / slot for a, b in itertools.pairwise(shown))
+        # What a narrow chart shows, every wider one shows too.
+        for narrow, wide in itertools.pairwise(LABEL_WIDTHS):
+            assert set(_shown_at(widths, narrow)) <= set(_shown_at(widths, wide))
+
+
+def test_labels_stay_on_mondays_when_a_narrow_chart_has_two_of_them():
+    starts = [datetime(2026, 11, 2, tzinfo=UTC) + timedelta(days=i) for i in range(30)]
+    labels = [bucket_label(s, "day") for s in starts]
+    widths = label_widths(labels, starts=starts, unit="day")
+    narrowest = _shown_at(widths, LABEL_WIDTHS[0])
+    assert len(narrowest) >= 2
+    assert all(starts[i].weekday() == 0 for i in narrowest)
