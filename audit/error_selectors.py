@@ -38,8 +38,8 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from audit.fingerprints import group_title
-from audit.models import AuditErrorHour, AuditErrorLead, AuditEvent, AuditSeal, ErrorGroupState
-from audit.selectors import EVENTS, ceil_hour, floor_hour
+from audit.models import AuditErrorHour, AuditErrorLead, AuditEvent, ErrorGroupState
+from audit.selectors import EVENTS, ceil_hour, floor_hour, seal_head, unsealed_q
 from core.cache import register_cacheable
 from core.paging import Page
 
@@ -240,16 +240,16 @@ def error_groups(
             states=states,
         )
     kept = _kept_by_state(states, state=state, assignee_id=assignee_id)
-    tallies = {
-        fp: tally for fp, tally in _occurrences(since, until, buckets=buckets).items() if kept(fp)
-    }
+    tail = _unsealed_errors()
+    found = _occurrences(since, until, buckets=buckets, tail=tail)
+    tallies = {fp: tally for fp, tally in found.items() if kept(fp)}
     order = {
         "count": lambda item: (-item[1].count, _newest_first(item[1]), item[0]),
         "last_seen": lambda item: (_newest_first(item[1]), -item[1].count, item[0]),
     }[sort]
     listed = sorted(tallies.items(), key=order)[:limit]
     fingerprints = [fp for fp, _tally in listed]
-    leads = leads_hit(fingerprints, since=since, until=until)
+    leads = leads_hit(fingerprints, since=since, until=until, tail=tail)
     events = AuditEvent.objects.only("error_type", "error_message").in_bulk(
         [tally.latest_id for _fp, tally in listed]
     )
@@ -320,16 +320,20 @@ def _occurrences(
     *,
     buckets: Sequence[datetime] = (),
     fingerprints: Sequence[str] | None = None,
+    tail: list[tuple[datetime, str, int, str]] | None = None,
 ) -> dict[str, _Tally]:
     """Per group with occurrences in [since, until): a _Tally, with counts per bucket.
 
     Whole hours come from AuditErrorHour (sealed errors), the partial hours at the
     edges from the rows (partial index audit_error_ts), and errors no seal has
-    counted yet from the tail of the id sequence, as audit.selectors.statistics does.
+    counted yet from the tail of the id sequence, as audit.selectors.statistics does
+    (`tail`: _unsealed_errors() when the caller has read it).
     """
     out: dict[str, _Tally] = {}
     if since >= until:
         return out
+    # Before the rollups, as statistics() reads its seal head.
+    tail = _unsealed_errors() if tail is None else tail
 
     def tally(fp: str) -> _Tally:
         if fp not in out:
@@ -360,7 +364,7 @@ def _occurrences(
     if h0 < h1:
         end = min(h1, until)
         wanted = None if fingerprints is None else set(fingerprints)
-        for ts, fp, event_id, _lead in _unsealed_errors():
+        for ts, fp, event_id, _lead in tail:
             if h0 <= ts < end and (wanted is None or fp in wanted):
                 tally(fp).add(ts, 1, ts, event_id, bucket(ts))
     return out
@@ -369,11 +373,7 @@ def _occurrences(
 def _unsealed_errors() -> list[tuple[datetime, str, int, str]]:
     """(timestamp, fingerprint, id, lead) of the errors no seal has counted yet: found
     by id alone (a handful past the seal), the error test done here."""
-    head = AuditSeal.objects.order_by("-number").only("high_water", "open_gaps").first()
-    unsealed = Q(id__gt=head.high_water if head else 0)
-    for lo, hi, _seen in head.open_gaps if head else []:
-        unsealed |= Q(id__range=(lo, hi))
-    rows = AuditEvent.objects.filter(unsealed).order_by()
+    rows = AuditEvent.objects.filter(unsealed_q(seal_head())).order_by()
     return [
         (ts, fp, event_id, lead)
         for ts, fp, event_id, lead in rows.values_list(
@@ -387,18 +387,30 @@ def _unsealed_errors() -> list[tuple[datetime, str, int, str]]:
 RECENT_END = timedelta(hours=1)
 
 
-def leads_hit(fingerprints: Sequence[str], *, since: datetime, until: datetime) -> dict[str, int]:
+def _ended_long_ago(until: datetime) -> bool:
+    """Too long ago for the last-seen table: leads are counted from the group's rows."""
+    return until < timezone.now() - RECENT_END
+
+
+def leads_hit(
+    fingerprints: Sequence[str],
+    *,
+    since: datetime,
+    until: datetime,
+    tail: list[tuple[datetime, str, int, str]] | None = None,
+) -> dict[str, int]:
     """Per group, the distinct leads it hit in [since, until).
 
     For a period ending in the last hour (every preset): the leads whose last
     occurrence (AuditErrorLead) is at or after `since`, corrected for the few
     errors after `until` and those no seal has counted yet. For an older end, a
-    count of distinct leads over the group's errors in the period.
+    count of distinct leads over the group's errors in the period. `tail`:
+    _unsealed_errors() when the caller has read it.
     """
     fingerprints = list(fingerprints)
     if not fingerprints:
         return {}
-    if until < timezone.now() - RECENT_END:
+    if _ended_long_ago(until):
         rows = (
             _errors()
             .filter(fingerprint__in=fingerprints, timestamp__gte=since, timestamp__lt=until)
@@ -421,7 +433,7 @@ def leads_hit(fingerprints: Sequence[str], *, since: datetime, until: datetime) 
     # Leads hit in the period by errors no seal has counted yet.
     unsealed: dict[str, set[str]] = {}
     wanted = set(fingerprints)
-    for ts, fp, _id, lead in _unsealed_errors():
+    for ts, fp, _id, lead in _unsealed_errors() if tail is None else tail:
         if lead and fp in wanted and since <= ts < until:
             unsealed.setdefault(fp, set()).add(lead)
     for fp, leads in unsealed.items():
@@ -568,16 +580,18 @@ def error_group(*, fingerprint: str, since: datetime, until: datetime) -> GroupS
     latest_ever = group.order_by("-timestamp", "-id").first()
     if latest_ever is None:
         return None
-    tally = _occurrences(since, until, fingerprints=[fingerprint]).get(fingerprint, _Tally())
+    tail = _unsealed_errors()
+    found = _occurrences(since, until, fingerprints=[fingerprint], tail=tail)
+    tally = found.get(fingerprint, _Tally())
     latest = AuditEvent.objects.filter(pk=tally.latest_id).first() if tally.count else None
     sealed = AuditErrorHour.objects.filter(fingerprint=fingerprint).aggregate(n=Sum("count"))
-    unsealed = sum(1 for _ts, fp, _id, _lead in _unsealed_errors() if fp == fingerprint)
+    unsealed = sum(1 for _ts, fp, _id, _lead in tail if fp == fingerprint)
     return GroupSummary(
         fingerprint=fingerprint,
         first_seen=first_seen(fingerprint) or latest_ever.timestamp,
         last_seen=latest_ever.timestamp,
         count=tally.count,
-        leads=leads_hit([fingerprint], since=since, until=until)[fingerprint],
+        leads=leads_hit([fingerprint], since=since, until=until, tail=tail)[fingerprint],
         latest=latest or latest_ever,
         total=(sealed["n"] or 0) + unsealed,
         state=group_state(fingerprint),
@@ -642,7 +656,7 @@ def group_leads(
     first) and those of errors not sealed yet; each one's occurrences in the period
     are then read through its own events (audit_lead_ts), never the group's.
     """
-    if until < timezone.now() - RECENT_END:
+    if _ended_long_ago(until):
         rows = (
             _errors()
             .filter(fingerprint=fingerprint, timestamp__gte=since, timestamp__lt=until)

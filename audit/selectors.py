@@ -129,6 +129,22 @@ class Statistics:
         }
 
 
+def seal_head() -> AuditSeal | None:
+    """The newest seal: its high water and open gaps say which events the rollups
+    have counted. Read it before the rollups, so that the tail is what it missed."""
+    return AuditSeal.objects.order_by("-number").only("high_water", "open_gaps").first()
+
+
+def unsealed_q(head: AuditSeal | None) -> Q:
+    """The events `head` does not cover: past its high water, or late commits in its
+    open gaps. By id alone: a time or type filter beside it tempts the planner onto
+    an index that walks every event of the range to find the handful past the seal."""
+    unsealed = Q(id__gt=head.high_water if head else 0)
+    for lo, hi, _seen in head.open_gaps if head else []:
+        unsealed |= Q(id__range=(lo, hi))
+    return unsealed
+
+
 def ceil_hour(ts: datetime) -> datetime:
     floor = floor_hour(ts)
     return floor if floor == ts else floor + HOUR
@@ -164,9 +180,8 @@ def statistics(
     both, so only the legacy API asks for it).
     """
     stats = Statistics(since=since, until=until, workflow=workflow)
-    head = AuditSeal.objects.order_by("-number").only("high_water", "open_gaps").first()
-    high_water = head.high_water if head else 0
-    gaps = head.open_gaps if head else []
+    # Read before the rollups: whatever it does not cover is the tail read below.
+    head = seal_head()
     # Nothing is timestamped in the future, so a range that ends after now
     # needs no partial hour at its end.
     open_end = until is None or until > timezone.now()
@@ -235,9 +250,7 @@ def statistics(
     # The tail: events no seal has counted yet, found by id alone (a time filter
     # here would tempt the planner into scanning the timestamp index), then kept
     # if they fall in the part of the range the rollups answered.
-    unsealed = Q(id__gt=high_water)
-    for lo, hi, _seen in gaps:
-        unsealed |= Q(id__range=(lo, hi))
+    unsealed = unsealed_q(head)
     tail_leads: set[str] = set()
     rolled_lo, rolled_hi = h0, h1
     if hourly or daily is not None:
@@ -437,9 +450,8 @@ def event_volume_from_rollups(*, period: "Period", workflow: str | None = None) 
     """
     since, until = period.start, period.end
     volume = EventVolume(buckets=period.buckets())
-    head = AuditSeal.objects.order_by("-number").only("high_water", "open_gaps").first()
-    high_water = head.high_water if head else 0
-    gaps = head.open_gaps if head else []
+    # Read before the rollups: whatever it does not cover is the tail read below.
+    head = seal_head()
     open_end = until > timezone.now()
 
     h0 = ceil_hour(since)
@@ -493,9 +505,7 @@ def event_volume_from_rollups(*, period: "Period", workflow: str | None = None) 
     if hourly or daily is not None:
         # As in statistics(): the unsealed tail found by id alone, kept when it falls
         # in the part of the range the rollups answered.
-        unsealed = Q(id__gt=high_water)
-        for lo, hi, _seen in gaps:
-            unsealed |= Q(id__range=(lo, hi))
+        unsealed = unsealed_q(head)
         tail = AuditEvent.objects.filter(unsealed).order_by()
         for ts, etype, wf in tail.values_list("timestamp", "event_type", "workflow"):
             if workflow is not None and wf != workflow:
@@ -556,12 +566,8 @@ def unsealed_events() -> UnsealedEvents:
     Found by id alone (the primary key), so the read is as small as the tail:
     a handful of rows while the sealer keeps up.
     """
-    head = AuditSeal.objects.order_by("-number").only("high_water", "open_gaps").first()
-    unsealed = Q(id__gt=head.high_water if head else 0)
-    for lo, hi, _seen in head.open_gaps if head else []:
-        unsealed |= Q(id__range=(lo, hi))
     row = (
-        AuditEvent.objects.filter(unsealed)
+        AuditEvent.objects.filter(unsealed_q(seal_head()))
         .order_by()
         .aggregate(n=Count("id"), first_id=Min("id"), oldest=Min("timestamp"))
     )

@@ -48,8 +48,8 @@ from django.db.models import (
 )
 from django.utils import timezone
 
-from audit.models import AuditEvent, AuditRollup, AuditRollupDay, AuditSeal
-from audit.selectors import ceil_day, ceil_hour, floor_day, floor_hour
+from audit.models import AuditEvent, AuditRollup, AuditRollupDay
+from audit.selectors import ceil_day, ceil_hour, floor_day, floor_hour, seal_head, unsealed_q
 from audit.types import ERROR
 from leads.crm.models import CrmCall, CrmConnection, CrmRecord
 from leads.crm.services import STEP_KIND as CRM_STAGE
@@ -91,9 +91,7 @@ def event_counts(
     out: Counter[tuple[str, datetime]] = Counter()
     if since >= until or not types:
         return out
-    head = AuditSeal.objects.order_by("-number").only("high_water", "open_gaps").first()
-    high_water = head.high_water if head else 0
-    gaps = head.open_gaps if head else []
+    head = seal_head()
 
     def in_workflow(qs: QuerySet) -> QuerySet:
         return qs if workflow is None else qs.filter(workflow=workflow)
@@ -153,10 +151,7 @@ def event_counts(
         # a type or time filter tempts the planner onto the (event_type,
         # timestamp) index, a walk through every event of those types
         # (200 ms at a million events) to find the handful past the seal.
-        unsealed = Q(id__gt=high_water)
-        for lo, hi, _seen in gaps:
-            unsealed |= Q(id__range=(lo, hi))
-        tail = AuditEvent.objects.filter(unsealed).order_by()
+        tail = AuditEvent.objects.filter(unsealed_q(head)).order_by()
         end = min(h1, until)
         for ts, etype, wf in tail.values_list("timestamp", "event_type", "workflow"):
             if etype in types and h0 <= ts < end and (workflow is None or wf == workflow):
