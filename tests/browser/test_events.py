@@ -310,3 +310,29 @@ def test_a_refused_swap_shows_its_message_inline_and_keeps_the_form_and_table(
     form.locator("input[name=q]").fill("")
     apply_filters(page)
     expect(alert).to_have_count(0)
+
+
+def test_text_search_on_a_filtered_page_over_90_days_keeps_the_filters(
+    logged_in_page, live_server, seeded
+):
+    page = logged_in_page
+    # A page already narrowed to errors over 90 days, as a user arrives at it.
+    page.goto(f"{live_server.url}/events/?range=90d&type=error")
+    errors = db_ids(event_type="error")
+    expect(page.locator("tr.event-row")).to_have_count(len(errors))
+    form = page.locator("form#event-filters")
+    # Three letters or more go through the index: no 7-day limit, no refusal.
+    form.locator("input[name=q]").fill("hubspot")
+    apply_filters(page)
+    expected = [seeded["error"].id]
+    expect(page.locator("tr.event-row")).to_have_count(len(expected))
+    assert shown_ids(page) == expected
+    assert query(page)["type"] == ["error"] and query(page)["range"] == ["90d"]
+    assert query(page)["q"] == ["hubspot"]
+    expect(page.locator("#request-error [role=alert]")).to_have_count(0)
+    # Text that other events hold, but no error: the type filter still applies.
+    assert db_ids(event_type="lead_ingested", details__icontains="acme")
+    form.locator("input[name=q]").fill("acme")
+    apply_filters(page)
+    expect(page.locator("tr.event-row")).to_have_count(0)
+    assert query(page)["type"] == ["error"] and query(page)["q"] == ["acme"]
